@@ -1,0 +1,404 @@
+"""What each action does: `services`, `add`, `status`, `refill`, `refill_status`,
+`cancel`, `balance`. One method per action on `Gateway`; each takes the
+authenticated client and the request fields and returns the answer to encode.
+
+Upstream texts that reach a client go through `public_message`, which strips
+anything that could name a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from gateway import money
+from gateway.catalog import Catalog, ServiceView
+from gateway.config import Settings
+from gateway.dialect import ItemError
+from gateway.errors import Ambiguous, ClientError, ProviderError, Rejected, Unreachable
+from gateway.models import FINAL_REFILL_STATUSES, OrderRecord, RefillRecord
+from gateway.params import AddRequest, as_id, parse_add, parse_service_id, split_ids
+from gateway.provider import MULTI_LIMIT, ProviderClient
+from gateway.router import Needs, family, plan, usable
+from gateway.store import Store
+
+log = logging.getLogger("gateway.actions")
+
+INCORRECT_ORDER = "Incorrect order ID"
+REFILL_NOT_FOUND = "Refill not found"
+UNAVAILABLE = "Service is temporarily unavailable, try again later"
+NOT_CONFIRMED = "Order could not be confirmed; do not resend it, contact support"
+
+_URL = re.compile(r"(https?://|www\.)\S+|\b[\w-]+(\.[\w-]+)*\.[a-z]{2,}\b", re.IGNORECASE)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def public_message(message: str, provider: str) -> str:
+    """An upstream's message made safe to show: no URL, domain or provider name."""
+    text = _URL.sub("", message)
+    text = re.sub(re.escape(provider), "", text, flags=re.IGNORECASE)
+    text = re.sub(r"\s+", " ", text).strip(" .,:;-")
+    return text[:200] or "Incorrect request"
+
+
+def _error(message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, catalog: Catalog,
+                 providers: Mapping[str, ProviderClient]) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.providers = providers
+        self.currency = settings.gateway.currency
+        self._converter = money.Converter(settings.gateway)
+        self._balance: tuple[float, dict[str, Any]] | None = None
+        self._balance_lock = asyncio.Lock()
+
+    # --- helpers -------------------------------------------------------------
+
+    async def _per_provider(
+        self, groups: Mapping[str, Sequence[T]],
+        call: Callable[[ProviderClient, Sequence[T]], Awaitable[dict[T, R]]],
+    ) -> dict[tuple[str, T], R | ProviderError]:
+        """Run `call` per provider (chunks of MULTI_LIMIT), all concurrently.
+
+        Answers are keyed by (provider, upstream id): two providers may well hand
+        out the same id. A provider that fails as a whole yields its ProviderError
+        for each of its ids.
+        """
+        async def one(name: str, ids: Sequence[T]) -> dict[tuple[str, T], R | ProviderError]:
+            try:
+                answer = await call(self.providers[name], ids)
+                return {(name, i): r for i, r in answer.items()}
+            except ProviderError as exc:
+                log.warning("provider call failed", extra={
+                    "provider": name, "error": exc.message, "raw": exc.raw})
+                return {(name, i): exc for i in ids}
+
+        tasks = [one(name, chunk) for name, ids in groups.items()
+                 for chunk in _chunks(ids, MULTI_LIMIT)]
+        merged: dict[tuple[str, T], R | ProviderError] = {}
+        for part in await asyncio.gather(*tasks):
+            merged.update(part)
+        return merged
+
+    def _multi(self, fields: Mapping[str, str], one: str, many: str) -> tuple[list[str], bool]:
+        """The ids a multi-capable action names, and whether it was the multi form."""
+        if fields.get(many, "").strip():
+            return split_ids(fields[many]), True
+        raw = fields.get(one, "").strip()
+        if not raw:
+            raise ClientError(f"Missing required parameter: {one}")
+        return [raw], False
+
+    async def _own_orders(self, client: str,
+                          ids: Iterable[str]) -> dict[str, tuple[int, OrderRecord]]:
+        """Sent id -> (order id, record) for the ids that are this client's placed orders."""
+        numeric = {text: as_id(text) for text in ids}
+        records = await self.store.get_orders(i for i in numeric.values() if i is not None)
+        out: dict[str, tuple[int, OrderRecord]] = {}
+        for text, oid in numeric.items():
+            rec = records.get(oid) if oid is not None else None
+            if rec is not None and rec.client == client and rec.state == "placed":
+                out[text] = (oid, rec)  # type: ignore[assignment]
+        return out
+
+    # --- services ------------------------------------------------------------
+
+    def services(self) -> bytes:
+        return self.catalog.body
+
+    # --- add -----------------------------------------------------------------
+
+    def _view(self, fields: Mapping[str, str]) -> ServiceView:
+        view = self.catalog.views.get(parse_service_id(fields))
+        if view is None:
+            raise ClientError("Incorrect service ID")
+        return view
+
+    async def add(self, client: str, fields: Mapping[str, str]) -> dict[str, Any]:
+        view = self._view(fields)
+        order = parse_add(fields, family(view.type), view.form)
+        if order.quantity < view.min:
+            raise ClientError(f"Quantity less than minimal {view.min}")
+        if order.quantity > view.max:
+            raise ClientError(f"Quantity more than maximal {view.max}")
+        if order.runs and not view.dripfeed:
+            raise ClientError("Drip-feed is not available for this service")
+        choices = plan(view.candidates, Needs(
+            quantity=order.quantity, runs=order.runs, family=family(view.type),
+            features=view.features, max_rate=view.settings.price,
+            dripfeed_trusted=view.settings.dripfeed is True))
+        candidates = usable(choices)
+        if not candidates:
+            log.warning("add: no candidate", extra={
+                "service": view.id, "reasons": [c.reason for c in choices]})
+            raise ClientError(UNAVAILABLE)
+
+        charge = money.charge(view.rate, order.quantity, order.runs)
+        order_id = await self.store.next_order_id()
+        tried: list[dict[str, str]] = []
+        record: OrderRecord | None = None
+        for cand in candidates:
+            record = OrderRecord(
+                client=client, service=view.id, provider=cand.provider,
+                upstream_service=cand.upstream.service, link=order.link,
+                quantity=order.quantity, runs=order.runs, charge=charge,
+                cost=money.charge(cand.cost_rate, order.quantity, order.runs),
+                created=int(time.time()), state="dispatching")
+            await self.store.put_order(order_id, record)
+            outcome = await self._dispatch(cand.provider, cand.upstream.service, order,
+                                           cand.upstream.form is not None)
+            tried.append({"provider": cand.provider, "outcome": outcome[0]})
+            kind, value = outcome
+            if kind == "placed":
+                record.state, record.upstream_id = "placed", value
+                await self.store.put_order(order_id, record)
+                log.info("add", extra={"order": order_id, "service": view.id, "tried": tried})
+                return {"order": order_id}
+            if kind == "unknown":
+                record.state = "unknown"
+                await self.store.put_order(order_id, record)
+                log.error("add: ambiguous outcome, never re-sent", extra={
+                    "order": order_id, "service": view.id, "tried": tried, "error": value})
+                raise ClientError(NOT_CONFIRMED)
+            if kind == "refused":
+                record.state = "failed"
+                await self.store.put_order(order_id, record)
+                log.info("add: refused", extra={"order": order_id, "tried": tried})
+                raise ClientError(public_message(value, cand.provider))
+            # "next": a definite rejection worth trying elsewhere, or never reached
+        assert record is not None
+        record.state = "failed"
+        await self.store.put_order(order_id, record)
+        log.warning("add: every candidate refused", extra={
+            "order": order_id, "service": view.id, "tried": tried})
+        raise ClientError(UNAVAILABLE)
+
+    async def _dispatch(self, provider: str, upstream_service: str, order: AddRequest,
+                        wants_form: bool) -> tuple[str, str]:
+        """Send one add; ("placed", id) | ("next", why) | ("refused", msg) | ("unknown", why)."""
+        try:
+            upstream_id = await self.providers[provider].add(
+                order.upstream_fields(upstream_service, wants_form))
+        except Rejected as exc:
+            return ("next", exc.message) if exc.elsewhere else ("refused", exc.message)
+        except Unreachable as exc:
+            return "next", exc.message
+        except (Ambiguous, ProviderError) as exc:
+            return "unknown", f"{exc.message} {exc.raw}".strip()
+        return "placed", upstream_id
+
+    # --- status --------------------------------------------------------------
+
+    def _status_answer(self, rec: OrderRecord) -> dict[str, str]:
+        status = rec.status or "Pending"
+        total = rec.quantity * (rec.runs or 1)
+        remains = rec.remains if rec.remains is not None else (
+            "0" if status == "Completed" else str(total))
+        charge = rec.charge
+        if status in ("Canceled", "Refunded"):
+            charge = Decimal(0)
+        elif status == "Partial" and total > 0:
+            left = min(max(Decimal(remains), Decimal(0)), Decimal(total))
+            charge = rec.charge - rec.charge * left / total
+        return {
+            "charge": money.wire(charge),
+            "start_count": rec.start_count or "0",
+            "status": status,
+            "remains": remains,
+            "currency": self.currency,
+        }
+
+    async def _refresh_statuses(self, found: Mapping[str, tuple[int, OrderRecord]]) -> None:
+        """Ask upstream for every non-final order in `found`; store what changed."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        by_upstream: dict[tuple[str, str], list[tuple[int, OrderRecord]]] = defaultdict(list)
+        for oid, rec in found.values():
+            if rec.final or rec.upstream_id is None:
+                continue
+            key = (rec.provider, rec.upstream_id)
+            if key not in by_upstream:
+                groups[rec.provider].append(rec.upstream_id)
+            by_upstream[key].append((oid, rec))
+        if not groups:
+            return
+        results = await self._per_provider(groups, lambda p, ids: p.status(ids))
+        changed: dict[int, OrderRecord] = {}
+        for (provider, upstream_id), pairs in by_upstream.items():
+            result = results.get((provider, upstream_id))
+            if result is None or isinstance(result, (ItemError, ProviderError)):
+                if isinstance(result, ItemError):
+                    log.warning("status: upstream error for an order", extra={
+                        "provider": provider, "error": str(result)})
+                continue
+            for oid, rec in pairs:
+                new = (result.status, result.start_count or rec.start_count,
+                       result.remains if result.remains is not None else rec.remains)
+                if new != (rec.status, rec.start_count, rec.remains):
+                    rec.status, rec.start_count, rec.remains = new
+                    changed[oid] = rec
+        if changed:
+            await self.store.put_orders(changed)
+
+    async def status(self, client: str, fields: Mapping[str, str]) -> dict[str, Any]:
+        ids, multi = self._multi(fields, "order", "orders")
+        found = await self._own_orders(client, ids)
+        await self._refresh_statuses(found)
+        if not multi:
+            if ids[0] not in found:
+                raise ClientError(INCORRECT_ORDER)
+            return self._status_answer(found[ids[0]][1])
+        return {text: self._status_answer(found[text][1]) if text in found
+                else _error(INCORRECT_ORDER) for text in ids}
+
+    # --- refill --------------------------------------------------------------
+
+    async def refill(self, client: str, fields: Mapping[str, str]) -> Any:
+        ids, multi = self._multi(fields, "order", "orders")
+        found = await self._own_orders(client, ids)
+        groups: dict[str, list[str]] = defaultdict(list)
+        for _, rec in found.values():
+            if rec.upstream_id not in groups[rec.provider]:
+                groups[rec.provider].append(rec.upstream_id or "")
+        results = await self._per_provider(groups, lambda p, u: p.refill(u))
+        placed = [r for r in results.values()
+                  if isinstance(r, str) and not isinstance(r, ItemError)]
+        new_ids = await self.store.new_refill_ids(len(placed))
+        records: dict[int, RefillRecord] = {}
+        answers: dict[str, Any] = {}
+        for text in ids:
+            if text not in found:
+                answers[text] = _error(INCORRECT_ORDER)
+                continue
+            oid, rec = found[text]
+            result = results.get((rec.provider, rec.upstream_id or ""))
+            if isinstance(result, ItemError):
+                answers[text] = _error(public_message(result, rec.provider))
+            elif isinstance(result, str) and new_ids:
+                rid = new_ids.pop()
+                records[rid] = RefillRecord(client=client, order=oid, provider=rec.provider,
+                                            upstream_id=result, created=int(time.time()))
+                answers[text] = rid
+            else:
+                answers[text] = _error(UNAVAILABLE)
+        await self.store.put_refills(records)
+        if not multi:
+            answer = answers[ids[0]]
+            if isinstance(answer, dict):
+                raise ClientError(answer["error"])
+            return {"refill": answer}
+        return [{"order": as_id(t) or t, "refill": answers[t]} for t in ids]
+
+    async def refill_status(self, client: str, fields: Mapping[str, str]) -> Any:
+        ids, multi = self._multi(fields, "refill", "refills")
+        numeric = {t: as_id(t) for t in ids}
+        records = await self.store.get_refills(i for i in numeric.values() if i is not None)
+        found = {t: (rid, records[rid]) for t, rid in numeric.items()
+                 if rid is not None and rid in records and records[rid].client == client}
+        groups: dict[str, list[str]] = defaultdict(list)
+        for _, rec in found.values():
+            if rec.status not in FINAL_REFILL_STATUSES:
+                groups[rec.provider].append(rec.upstream_id)
+        results = await self._per_provider(groups, lambda p, u: p.refill_status(u))
+        changed: dict[int, RefillRecord] = {}
+        answers: dict[str, Any] = {}
+        for text in ids:
+            if text not in found:
+                answers[text] = _error(REFILL_NOT_FOUND)
+                continue
+            rid, rec = found[text]
+            result = results.get((rec.provider, rec.upstream_id))
+            if isinstance(result, str) and not isinstance(result, ItemError):
+                if result != rec.status:
+                    rec.status = result
+                    changed[rid] = rec
+            answers[text] = rec.status or "Pending"
+        await self.store.put_refills(changed)
+        if not multi:
+            if ids[0] not in found:
+                raise ClientError(REFILL_NOT_FOUND)
+            return {"status": answers[ids[0]]}
+        return [{"refill": as_id(t) or t,
+                 "status": answers[t]} for t in ids]
+
+    # --- cancel --------------------------------------------------------------
+
+    async def cancel(self, client: str, fields: Mapping[str, str]) -> list[dict[str, Any]]:
+        ids, _ = self._multi(fields, "order", "orders")
+        found = await self._own_orders(client, ids)
+        groups: dict[str, list[str]] = defaultdict(list)
+        for _, rec in found.values():
+            if not rec.final:
+                groups[rec.provider].append(rec.upstream_id or "")
+        results = await self._per_provider(groups, lambda p, u: p.cancel(u))
+        out: list[dict[str, Any]] = []
+        for text in ids:
+            order_id: int | str = as_id(text) or text
+            if text not in found:
+                out.append({"order": order_id, "cancel": _error(INCORRECT_ORDER)})
+                continue
+            _, rec = found[text]
+            result = results.get((rec.provider, rec.upstream_id or ""))
+            if result is True:
+                out.append({"order": order_id, "cancel": 1})
+            elif isinstance(result, ItemError):
+                out.append({"order": order_id,
+                            "cancel": _error(public_message(result, rec.provider))})
+            elif isinstance(result, ProviderError):
+                out.append({"order": order_id, "cancel": _error(UNAVAILABLE)})
+            else:
+                out.append({"order": order_id,
+                            "cancel": _error("Order cannot be canceled")})
+        return out
+
+    # --- balance -------------------------------------------------------------
+
+    async def balance(self) -> dict[str, str]:
+        cached = self._balance
+        if cached and time.monotonic() - cached[0] < self.settings.gateway.balance_cache_s:
+            return cached[1]
+        async with self._balance_lock:
+            cached = self._balance
+            if cached and time.monotonic() - cached[0] < self.settings.gateway.balance_cache_s:
+                return cached[1]
+            total = Decimal(0)
+
+            async def one(name: str, client: ProviderClient) -> Decimal | None:
+                try:
+                    amount, currency = await client.balance()
+                    await self.store.put_balance(name, str(amount), currency)
+                except ProviderError as exc:
+                    log.warning("balance failed, using the last known",
+                                extra={"provider": name, "error": exc.message})
+                    last = await self.store.get_balance(name)
+                    if last is None:
+                        return None
+                    amount, currency = Decimal(last[0]), last[1]
+                if not self._converter.knows(currency):
+                    currency = client.currency
+                return self._converter.to_gateway(amount, currency)
+
+            for value in await asyncio.gather(
+                    *(one(n, c) for n, c in self.providers.items())):
+                if value is not None:
+                    total += value
+            answer = {"balance": money.wire(total), "currency": self.currency}
+            self._balance = (time.monotonic(), answer)
+            return answer

@@ -1,0 +1,241 @@
+"""The configuration file (`providers.yaml`): typed, validated, with line numbers.
+
+Structs forbid unknown fields, so a typo is an error that names its line.
+`${ENV_VAR}` in a string is replaced from the environment when the file is
+loaded; nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from gateway.errors import ConfigError
+
+ErrorStatus = Literal["standard", "always-200"]
+TransportName = Literal["httpx", "httpx-aiohttp", "aiohttp"]
+
+DEFAULT_TIMEOUT_S = 15.0
+DEFAULT_MAX_CONCURRENCY = 64
+
+
+class _Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Policy for every config struct: unknown keys are errors."""
+
+
+class GatewaySettings(_Config, kw_only=True):
+    currency: str = "USD"
+    markup: Decimal = Decimal("1")
+    # how many units of the gateway currency one unit of each other currency buys
+    rates: dict[str, Decimal] = {}
+    error_status: ErrorStatus = "standard"
+    order_id_start: int = 1000
+    refill_id_start: int = 1000
+    catalog_ttl_s: float = 300.0
+    balance_cache_s: float = 30.0
+    transport: TransportName = "aiohttp"
+    log_level: str = "INFO"
+
+
+class ClientSettings(_Config, kw_only=True):
+    name: str
+    key: str
+
+
+class ProviderSettings(_Config, kw_only=True):
+    name: str
+    url: str
+    key: str
+    currency: str = "USD"
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+
+class UpstreamRef(_Config, kw_only=True):
+    provider: str
+    service: int | str
+
+    @property
+    def service_id(self) -> str:
+        return str(self.service)
+
+
+class ServiceSettings(_Config, kw_only=True):
+    id: int
+    name: str
+    category: str = ""
+    type: str = "Default"
+    desc: str | None = None
+    markup: Decimal | None = None
+    price: Decimal | None = None
+    refill: bool | None = None
+    cancel: bool | None = None
+    dripfeed: bool | None = None
+    upstreams: list[UpstreamRef]
+
+
+class Settings(_Config, kw_only=True):
+    gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    clients: list[ClientSettings] = []
+    providers: list[ProviderSettings] = []
+    services: list[ServiceSettings] = []
+
+    def provider(self, name: str) -> ProviderSettings:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps floats as their text, so money never passes through float."""
+
+
+def _keep_float_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _keep_float_text)
+
+
+def _line_of(root: yaml.Node | None, path: list[str | int]) -> int | None:
+    """1-based line of the node at `path` (dict keys and list indexes)."""
+    node, line = root, None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                return line if line else (node.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _parse_path(text: str) -> list[str | int]:
+    """`$.providers[0].url` -> ["providers", 0, "url"]."""
+    parts: list[str | int] = []
+    for name, index in re.findall(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]", text):
+        parts.append(int(index) if index else name)
+    return parts
+
+
+def _expand_env(value: Any, env: dict[str, str], where: list[str | int],
+                missing: list[tuple[list[str | int], str]]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in env:
+                missing.append((where, m.group(1)))
+                return ""
+            return env[m.group(1)]
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, env, [*where, k], missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, env, [*where, i], missing) for i, v in enumerate(value)]
+    return value
+
+
+def parse_settings(text: str, source: str = "<config>",
+                   env: dict[str, str] | None = None) -> Settings:
+    """Parse and validate config text. Raises ConfigError naming file and line."""
+    env = dict(os.environ) if env is None else env
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{line}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping")
+    missing: list[tuple[list[str | int], str]] = []
+    data = _expand_env(data, env, [], missing)
+    if missing:
+        where, var = missing[0]
+        raise ConfigError(
+            f"{source}:{_line_of(root, where) or 1}: environment variable {var} is not set")
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        m = re.search(r"at `(\$[^`]*)`", message)
+        path = _parse_path(m.group(1)) if m else []
+        unknown = re.search(r"unknown field `([^`]*)`", message)
+        if unknown:
+            path.append(unknown.group(1))
+        line = _line_of(root, path) if m else None
+        raise ConfigError(f"{source}:{line or 1}: {message}") from exc
+    _check(settings, root, source)
+    return settings
+
+
+def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
+    """Cross-field rules that types alone cannot say."""
+
+    def fail(path: list[str | int], message: str) -> None:
+        raise ConfigError(f"{source}:{_line_of(root, path) or 1}: {message}")
+
+    names = [p.name for p in s.providers]
+    for i, p in enumerate(s.providers):
+        if names.count(p.name) > 1:
+            fail(["providers", i, "name"], f"provider {p.name!r} is listed twice")
+        if not p.url.startswith(("http://", "https://")):
+            fail(["providers", i, "url"], "url must start with http:// or https://")
+        if not p.key:
+            fail(["providers", i, "key"], "key is empty")
+        if p.timeout_s <= 0 or p.max_concurrency < 1:
+            fail(["providers", i], "timeout_s must be > 0 and max_concurrency >= 1")
+        if p.currency != s.gateway.currency and p.currency not in s.gateway.rates:
+            fail(["providers", i, "currency"],
+                 f"no rate for {p.currency} in gateway.rates (gateway currency is "
+                 f"{s.gateway.currency})")
+    seen_keys: set[str] = set()
+    for i, c in enumerate(s.clients):
+        if not c.key:
+            fail(["clients", i, "key"], "key is empty")
+        if c.key in seen_keys:
+            fail(["clients", i, "key"], "two clients share one key")
+        seen_keys.add(c.key)
+    ids: set[int] = set()
+    for i, svc in enumerate(s.services):
+        if svc.id in ids:
+            fail(["services", i, "id"], f"service id {svc.id} is used twice")
+        if svc.id <= 0:
+            fail(["services", i, "id"], "service id must be a positive integer")
+        ids.add(svc.id)
+        if svc.price is not None and svc.markup is not None:
+            fail(["services", i], "give either price or markup, not both")
+        if not svc.upstreams:
+            fail(["services", i, "upstreams"], "a service needs at least one upstream")
+        for j, ref in enumerate(svc.upstreams):
+            if ref.provider not in names:
+                fail(["services", i, "upstreams", j, "provider"],
+                     f"unknown provider {ref.provider!r}")
+    if s.gateway.markup <= 0:
+        fail(["gateway", "markup"], "markup must be positive")
+
+
+def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
+    return parse_settings(text, str(p), env)

@@ -1,0 +1,432 @@
+"""The tolerant reader: every upstream answer variant in the wild, to one typed model.
+
+Providers all speak "SMM API v2" and no two speak it alike (see REFERENCE.md,
+"What upstreams send in the wild"). Everything that knows about those variants
+lives here; the rest of the gateway sees `UpstreamService`, `UpstreamStatus`,
+plain ids and the errors of `gateway.errors`.
+
+Per-id failures inside a multi answer are returned as `ItemError` values, not
+raised, so one bad id never hides the others.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from gateway.errors import BadAnswer, Rejected, Unavailable
+from gateway.models import UpstreamService, UpstreamStatus
+
+_json = msgspec.json.Decoder()
+
+
+class ItemError(str):
+    """A per-id error message inside a multi answer."""
+
+
+_STATUS = {
+    "pending": "Pending",
+    "waiting": "Pending",
+    "in progress": "In progress",
+    "inprogress": "In progress",
+    "active": "In progress",
+    "running": "In progress",
+    "processing": "Processing",
+    "completed": "Completed",
+    "complete": "Completed",
+    "processed": "Completed",
+    "done": "Completed",
+    "success": "Completed",
+    "partial": "Partial",
+    "partially": "Partial",
+    "partially completed": "Partial",
+    "canceled": "Canceled",
+    "cancelled": "Canceled",
+    "cancel": "Canceled",
+    "failed": "Canceled",
+    "fail": "Canceled",
+    "error": "Canceled",
+    "refunded": "Refunded",
+    "refund": "Refunded",
+}
+
+_REFILL_STATUS = {
+    "pending": "Pending",
+    "in progress": "In progress",
+    "inprogress": "In progress",
+    "processing": "In progress",
+    "completed": "Completed",
+    "complete": "Completed",
+    "done": "Completed",
+    "success": "Completed",
+    "rejected": "Rejected",
+    "canceled": "Rejected",
+    "cancelled": "Rejected",
+    "error": "Error",
+    "failed": "Error",
+    "fail": "Error",
+}
+
+# Rejections after which another provider may well accept the same order.
+_ELSEWHERE = re.compile(
+    r"fund|balance|service|quantity|minimal|maximal|minimum|maximum|"
+    r"active order|too many|rate limit|maintenance|api key|temporar|disabled|"
+    r"not available|unavailable|try again",
+    re.IGNORECASE,
+)
+
+
+def _fold(text: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", text.strip().lower())
+
+
+def order_status(value: Any) -> str | None:
+    """Standard spelling of an order status, or None if unrecognised."""
+    if not isinstance(value, str):
+        return None
+    folded = _fold(value)
+    return _STATUS.get(folded) or _STATUS.get(folded.replace(" ", ""))
+
+
+def refill_status(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    folded = _fold(value)
+    return _REFILL_STATUS.get(folded) or _REFILL_STATUS.get(folded.replace(" ", ""))
+
+
+def service_type(value: Any) -> str:
+    """`custom_comments` -> `Custom Comments`; `Default` stays; missing -> Default."""
+    if not isinstance(value, str) or not value.strip():
+        return "Default"
+    text = value.strip()
+    if "_" in text or text.islower():
+        return " ".join(w.capitalize() for w in text.replace("_", " ").split())
+    return text
+
+
+def decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float, str)):
+        try:
+            d = Decimal(str(value).strip())
+        except InvalidOperation:
+            return None
+        return d if d.is_finite() else None
+    return None
+
+
+def integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    d = decimal(value)
+    if d is None or d != d.to_integral_value():
+        return None
+    return int(d)
+
+
+def flag(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, str):
+        folded = value.strip().lower()
+        if folded in ("1", "true", "yes", "on"):
+            return True
+        if folded in ("0", "false", "no", "off", ""):
+            return False
+    return None
+
+
+def ident(value: Any) -> str | None:
+    """An upstream id as text: ints, numeric strings, and the odd `ord_...`."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def count_text(value: Any) -> str | None:
+    """start_count / remains: keep numbers as canonical text, drop junk like `Unknown`."""
+    d = decimal(value)
+    if d is None:
+        return None
+    return str(int(d)) if d == d.to_integral_value() else str(d)
+
+
+# --- errors -----------------------------------------------------------------
+
+
+def error_message(obj: Any) -> str | None:
+    """The message of any error shape seen upstream, or None if `obj` is not one."""
+    if isinstance(obj, str):
+        return obj
+    if not isinstance(obj, Mapping):
+        return None
+    err = obj.get("error")
+    if isinstance(err, str) and err:
+        return err
+    if isinstance(err, Mapping):
+        msg = err.get("message") or err.get("msg") or err.get("text")
+        return str(msg) if msg else "error"
+    errs = obj.get("errors")
+    if errs:
+        if isinstance(errs, str):
+            return errs
+        if isinstance(errs, list) and errs:
+            first = errs[0]
+            return error_message(first) or str(first)
+        if isinstance(errs, Mapping):
+            first = next(iter(errs.values()))
+            if isinstance(first, list) and first:
+                first = first[0]
+            return str(first)
+    status = obj.get("status")
+    if isinstance(status, str) and status.lower() in ("fail", "failed", "error") and (
+        "message" in obj or "msg" in obj
+    ):
+        return str(obj.get("message") or obj.get("msg"))
+    return None
+
+
+def rejection(message: str, raw: str = "") -> Rejected:
+    return Rejected(message, raw, elsewhere=bool(_ELSEWHERE.search(message)))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def decode(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Any:
+    """Decode one upstream answer. Raises on transport-level and top-level errors."""
+    raw = body[:500].decode("utf-8", "replace")
+    if status >= 500 or status == 429:
+        raise Unavailable(f"HTTP {status}", raw, _retry_after(headers or {}))
+    if not body.strip():
+        raise BadAnswer(f"empty answer (HTTP {status})", raw)
+    try:
+        obj = _json.decode(body)
+    except msgspec.DecodeError:
+        raise BadAnswer(f"not JSON (HTTP {status})", raw) from None
+    if isinstance(obj, Mapping):
+        message = error_message(obj)
+        if message is not None:
+            raise rejection(message, raw)
+    elif isinstance(obj, str):
+        raise rejection(obj, raw)
+    if status >= 400:
+        raise BadAnswer(f"HTTP {status} without an error message", raw)
+    return obj
+
+
+def _shape(what: str, obj: Any) -> BadAnswer:
+    return BadAnswer(f"unexpected {what} answer", msgspec.json.encode(obj)[:500].decode())
+
+
+# --- actions ----------------------------------------------------------------
+
+
+def services(obj: Any) -> list[UpstreamService]:
+    items: Iterable[Any]
+    if isinstance(obj, Mapping):
+        inner = obj.get("services") or obj.get("data")
+        items = inner if isinstance(inner, list) else list(obj.values())
+    elif isinstance(obj, list):
+        items = obj
+    else:
+        raise _shape("services", obj)
+    out: list[UpstreamService] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        sid = ident(item.get("service", item.get("id")))
+        rate = decimal(item.get("rate"))
+        if sid is None or rate is None or rate < 0:
+            continue
+        lo = integer(item.get("min")) or 1
+        hi = integer(item.get("max")) or lo
+        desc = item.get("desc", item.get("description"))
+        form = item.get("form")
+        out.append(UpstreamService(
+            service=sid,
+            name=str(item.get("name") or f"Service {sid}"),
+            type=service_type(item.get("type")),
+            category=str(item.get("category") or ""),
+            rate=rate,
+            min=lo,
+            max=max(hi, lo),
+            refill=flag(item.get("refill")),
+            cancel=flag(item.get("cancel")),
+            dripfeed=flag(item.get("dripfeed")),
+            desc=str(desc) if desc else None,
+            form=form if isinstance(form, (Mapping, list)) and form else None,
+        ))
+    return out
+
+
+def add(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        oid = ident(obj.get("order", obj.get("order_id", obj.get("id"))))
+        if oid is not None:
+            return oid
+    raise _shape("add", obj)
+
+
+def _status(item: Mapping[str, Any]) -> UpstreamStatus | ItemError:
+    message = error_message(item) if "status" not in item else None
+    if message is not None:
+        return ItemError(message)
+    status = order_status(item.get("status"))
+    if status is None:
+        if isinstance(item.get("status"), Mapping):
+            return ItemError(error_message(item["status"]) or "error")
+        status = "In progress"  # an unknown word: keep polling rather than guess an end
+    return UpstreamStatus(
+        status=status,
+        charge=decimal(item.get("charge")),
+        start_count=count_text(item.get("start_count")),
+        remains=count_text(item.get("remains")),
+        currency=item.get("currency") if isinstance(item.get("currency"), str) else None,
+    )
+
+
+def status_one(obj: Any) -> UpstreamStatus:
+    if isinstance(obj, Mapping):
+        result = _status(obj)
+        if isinstance(result, UpstreamStatus):
+            return result
+        raise rejection(result)
+    raise _shape("status", obj)
+
+
+def _keyed(obj: Any, id_field: str) -> Iterable[tuple[str | None, Any]]:
+    """(id, item) pairs from an object keyed by id or a list of items naming their id."""
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield ident(key), value
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, Mapping):
+                yield ident(item.get(id_field)), item
+    else:
+        raise _shape("multi", obj)
+
+
+def status_many(obj: Any) -> dict[str, UpstreamStatus | ItemError]:
+    out: dict[str, UpstreamStatus | ItemError] = {}
+    for oid, item in _keyed(obj, "order"):
+        if oid is None:
+            continue
+        if isinstance(item, Mapping):
+            out[oid] = _status(item)
+        elif isinstance(item, str):
+            out[oid] = ItemError(item)
+    return out
+
+
+def refill_one(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        value = obj.get("refill", obj.get("refill_id", obj.get("id")))
+        rid = ident(value)
+        if rid is not None:
+            return rid
+        if isinstance(value, Mapping):
+            raise rejection(error_message(value) or "error")
+    raise _shape("refill", obj)
+
+
+def refill_many(obj: Any) -> dict[str, str | ItemError]:
+    out: dict[str, str | ItemError] = {}
+    for oid, item in _keyed(obj, "order"):
+        if oid is None:
+            continue
+        if isinstance(item, Mapping):
+            value = item.get("refill")
+            rid = ident(value)
+            if rid is not None and not isinstance(value, Mapping):
+                out[oid] = rid
+            else:
+                out[oid] = ItemError(error_message(value) or error_message(item) or "error")
+        elif isinstance(item, (int, str)):
+            rid = ident(item)
+            out[oid] = rid if rid and rid.isdigit() else ItemError(str(item))
+    return out
+
+
+def _refill_status(value: Any) -> str | ItemError:
+    status = refill_status(value)
+    if status is not None:
+        return status
+    return ItemError(error_message(value) or "Refill not found")
+
+
+def refill_status_one(obj: Any) -> str:
+    if isinstance(obj, Mapping) and "status" in obj:
+        result = _refill_status(obj["status"])
+        if isinstance(result, ItemError):
+            raise rejection(result)
+        return result
+    raise _shape("refill_status", obj)
+
+
+def refill_status_many(obj: Any) -> dict[str, str | ItemError]:
+    out: dict[str, str | ItemError] = {}
+    for rid, item in _keyed(obj, "refill"):
+        if rid is None:
+            continue
+        value = item.get("status") if isinstance(item, Mapping) else item
+        if value is None and isinstance(item, Mapping):
+            value = item
+        out[rid] = _refill_status(value)
+    return out
+
+
+def cancel_many(obj: Any) -> dict[str, bool | ItemError]:
+    """True: canceled. False: the provider refused. ItemError: a per-id error."""
+    out: dict[str, bool | ItemError] = {}
+    for oid, item in _keyed(obj, "order"):
+        if oid is None:
+            continue
+        if not isinstance(item, Mapping):
+            ok = flag(item)
+            out[oid] = ok if ok is not None else ItemError(str(item))
+            continue
+        value = item.get("cancel", item.get("canceled", item.get("cancelled")))
+        if isinstance(value, Mapping):
+            out[oid] = ItemError(error_message(value) or "error")
+        elif value is None:
+            out[oid] = ItemError(error_message(item) or "error")
+        else:
+            ok = flag(value)
+            out[oid] = ok if ok is not None else ItemError(str(value))
+    return out
+
+
+def balance(obj: Any) -> tuple[Decimal, str | None]:
+    if isinstance(obj, Mapping):
+        amount = decimal(obj.get("balance"))
+        if amount is not None:
+            currency = obj.get("currency")
+            return amount, currency if isinstance(currency, str) and currency else None
+    raise _shape("balance", obj)

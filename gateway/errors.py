@@ -1,0 +1,88 @@
+"""Every error the gateway raises, as one tree.
+
+    GatewayError
+    ├── ClientError            answered to the client as {"error": message}
+    │   ├── AuthError          401 "Invalid API key"
+    │   └── NotFound           404 "Not Found"
+    ├── ConfigError            a bad configuration file (message carries the line)
+    └── ProviderError          anything that went wrong talking to an upstream
+        ├── Unreachable        the request provably never reached the provider
+        ├── Ambiguous          the request may have reached it (timeout, reset)
+        ├── Unavailable        it answered 5xx / 429 (read calls may retry)
+        ├── BadAnswer          it answered something we cannot read (HTML, junk)
+        └── Rejected           it answered a definite {"error": ...}
+
+Foreign exceptions (httpx, aiohttp, redis) are translated once where they enter;
+nothing deeper catches a library's exception type.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of everything raised on purpose."""
+
+
+class ClientError(GatewayError):
+    """The client's request cannot be served; the message goes back verbatim."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AuthError(ClientError):
+    status_code = 401
+
+    def __init__(self, message: str = "Invalid API key") -> None:
+        super().__init__(message)
+
+
+class NotFound(ClientError):
+    status_code = 404
+
+    def __init__(self, message: str = "Not Found") -> None:
+        super().__init__(message)
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used; str() names the file and line."""
+
+
+class ProviderError(GatewayError):
+    """Talking to an upstream failed. `raw` keeps the answer text for the log only."""
+
+    def __init__(self, message: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.raw = raw[:500]
+
+
+class Unreachable(ProviderError):
+    """Connection never made: safe to send elsewhere or again."""
+
+
+class Ambiguous(ProviderError):
+    """The request may have been processed: never send a write again."""
+
+
+class Unavailable(ProviderError):
+    """HTTP 5xx or 429. `retry_after` is the server's hint in seconds, if any."""
+
+    def __init__(self, message: str, raw: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, raw)
+        self.retry_after = retry_after
+
+
+class BadAnswer(ProviderError):
+    """An answer in no shape we know (HTML page, empty body, unknown JSON)."""
+
+
+class Rejected(ProviderError):
+    """The provider answered a definite error. `elsewhere`: worth trying another."""
+
+    def __init__(self, message: str, raw: str = "", elsewhere: bool = False) -> None:
+        super().__init__(message, raw)
+        self.elsewhere = elsewhere

@@ -1,0 +1,169 @@
+"""How a provider is called: one client per upstream, with its retry policy.
+
+Reads (`services`, `status`, `refill_status`, `balance`) retry with exponential
+backoff and jitter on transport errors, 5xx and 429, honouring `Retry-After`.
+Writes (`add`, `refill`, `cancel`) are retried only when the connection was
+never made; once a write may have reached the provider it is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from gateway import dialect
+from gateway.config import ProviderSettings
+from gateway.dialect import ItemError
+from gateway.errors import Ambiguous, Rejected, Unavailable, Unreachable
+from gateway.models import UpstreamService, UpstreamStatus
+from gateway.transport import Transport, make_transport
+
+log = logging.getLogger("gateway.provider")
+
+READ_ATTEMPTS = 3
+WRITE_ATTEMPTS = 2
+MAX_BACKOFF_S = 5.0
+MULTI_LIMIT = 100
+
+_backoff = wait_exponential_jitter(initial=0.1, max=MAX_BACKOFF_S, jitter=0.2)
+
+
+def _wait(state: RetryCallState) -> float:
+    """Backoff with jitter, or the server's Retry-After when it gave one (capped)."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_BACKOFF_S)
+    return float(_backoff(state))
+
+
+class ProviderClient:
+    """Speaks SMM API v2 to one upstream. Owns its transport; `aclose()` releases it."""
+
+    def __init__(self, settings: ProviderSettings, transport: Transport) -> None:
+        self.name = settings.name
+        self.currency = settings.currency
+        self._key = settings.key
+        self._timeout_s = settings.timeout_s
+        self._transport = transport
+        self._gate = asyncio.Semaphore(settings.max_concurrency)
+
+    @classmethod
+    def from_settings(cls, settings: ProviderSettings, transport: str) -> ProviderClient:
+        return cls(settings, make_transport(
+            transport, settings.url, settings.timeout_s, settings.max_concurrency))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # --- the wire ------------------------------------------------------------
+
+    async def _once(self, fields: dict[str, str]) -> Any:
+        body = urlencode({"key": self._key, **fields}).encode()
+        async with self._gate:
+            raw = await self._transport.post_form(body)
+        return dialect.decode(raw.status, raw.body, raw.headers)
+
+    async def _read(self, fields: dict[str, str]) -> Any:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((Unreachable, Ambiguous, Unavailable)),
+            stop=stop_after_attempt(READ_ATTEMPTS) | stop_after_delay(self._timeout_s * 2),
+            wait=_wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(fields)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(self, fields: dict[str, str]) -> Any:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Unreachable),
+            stop=stop_after_attempt(WRITE_ATTEMPTS),
+            wait=_wait,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await self._once(fields)
+                except Unavailable as exc:
+                    # a 5xx to a write may still have created it: never resend
+                    raise Ambiguous(exc.message, exc.raw) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- actions -------------------------------------------------------------
+
+    async def services(self) -> list[UpstreamService]:
+        return dialect.services(await self._read({"action": "services"}))
+
+    async def balance(self) -> tuple[Decimal, str]:
+        amount, currency = dialect.balance(await self._read({"action": "balance"}))
+        return amount, currency or self.currency
+
+    async def add(self, fields: dict[str, str]) -> str:
+        """Place an order; the upstream order id. Raises Rejected/Unreachable/Ambiguous."""
+        try:
+            return dialect.add(await self._write({"action": "add", **fields}))
+        except dialect.BadAnswer as exc:
+            # it answered, but not with an order id we can read: it may exist
+            raise Ambiguous(exc.message, exc.raw) from exc
+
+    async def status(self, ids: Sequence[str]) -> dict[str, UpstreamStatus | ItemError]:
+        """Statuses of up to MULTI_LIMIT upstream order ids, in one call."""
+        if len(ids) == 1:
+            try:
+                return {ids[0]: dialect.status_one(
+                    await self._read({"action": "status", "order": ids[0]}))}
+            except Rejected as exc:
+                return {ids[0]: ItemError(exc.message)}
+        try:
+            answer = await self._read({"action": "status", "orders": ",".join(ids)})
+        except Rejected as exc:
+            return {i: ItemError(exc.message) for i in ids}
+        return dialect.status_many(answer)
+
+    async def refill(self, ids: Sequence[str]) -> dict[str, str | ItemError]:
+        if len(ids) == 1:
+            try:
+                return {ids[0]: dialect.refill_one(
+                    await self._write({"action": "refill", "order": ids[0]}))}
+            except Rejected as exc:
+                return {ids[0]: ItemError(exc.message)}
+        try:
+            return dialect.refill_many(
+                await self._write({"action": "refill", "orders": ",".join(ids)}))
+        except Rejected as exc:
+            return {i: ItemError(exc.message) for i in ids}
+
+    async def refill_status(self, ids: Sequence[str]) -> dict[str, str | ItemError]:
+        if len(ids) == 1:
+            try:
+                return {ids[0]: dialect.refill_status_one(
+                    await self._read({"action": "refill_status", "refill": ids[0]}))}
+            except Rejected as exc:
+                return {ids[0]: ItemError(exc.message)}
+        try:
+            return dialect.refill_status_many(
+                await self._read({"action": "refill_status", "refills": ",".join(ids)}))
+        except Rejected as exc:
+            return {i: ItemError(exc.message) for i in ids}
+
+    async def cancel(self, ids: Sequence[str]) -> dict[str, bool | ItemError]:
+        try:
+            return dialect.cancel_many(
+                await self._write({"action": "cancel", "orders": ",".join(ids)}))
+        except Rejected as exc:
+            return {i: ItemError(exc.message) for i in ids}

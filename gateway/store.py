@@ -1,0 +1,158 @@
+"""The gateway's state in Redis: order and refill records, id counters, caches.
+
+Only this module talks to Redis; only `gateway.keys` names keys. Every call that
+touches several records is one pipelined round trip. Nothing here does a
+read-modify-write of a shared value from Python: counters are INCR, the
+sequence floor is a Lua script.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from gateway import keys
+from gateway.models import CatalogEntry, OrderRecord, RefillRecord
+
+_order_enc = msgspec.msgpack.Encoder()
+_order_dec = msgspec.msgpack.Decoder(OrderRecord)
+_refill_dec = msgspec.msgpack.Decoder(RefillRecord)
+_catalog_dec = msgspec.msgpack.Decoder(CatalogEntry)
+_balance_dec = msgspec.msgpack.Decoder(tuple[str, str, float])
+
+# Raise a counter to at least `start - 1` so the next INCR hands out >= start.
+_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def connect(url: str) -> AnyRedis:
+    """A client for `url`; `redis+cluster://host:port` opens a Redis Cluster client."""
+    if url.startswith(CLUSTER_SCHEME):
+        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):])
+    return aioredis.Redis.from_url(url)
+
+
+def _by_bucket(ids: Iterable[int], bucket: Any) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in ids:
+        groups[bucket(i)].append(i)
+    return groups
+
+
+class Store:
+    def __init__(self, redis: AnyRedis) -> None:
+        self.redis = redis
+        self._floor = redis.register_script(_FLOOR)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def set_sequence_floors(self, order_start: int, refill_start: int) -> None:
+        await self._floor(keys=[keys.ORDER_SEQ], args=[order_start - 1])
+        await self._floor(keys=[keys.REFILL_SEQ], args=[refill_start - 1])
+
+    # --- orders --------------------------------------------------------------
+
+    async def next_order_id(self) -> int:
+        return int(await self.redis.incr(keys.ORDER_SEQ))
+
+    async def put_order(self, order_id: int, record: OrderRecord) -> None:
+        await self.put_orders({order_id: record})
+
+    async def put_orders(self, records: Mapping[int, OrderRecord]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id, record in records.items():
+            pipe.hset(keys.order_bucket(order_id), str(order_id), _order_enc.encode(record))
+            if record.state == "unknown":
+                pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
+            elif record.state == "placed":
+                pipe.srem(keys.UNKNOWN_ORDERS, order_id)
+        await pipe.execute()
+
+    async def get_orders(self, ids: Iterable[int]) -> dict[int, OrderRecord]:
+        """Records of the given ids that exist, in one round trip."""
+        groups = _by_bucket(ids, keys.order_bucket)
+        if not groups:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket, members in groups.items():
+            pipe.hmget(bucket, [str(i) for i in members])
+        found: dict[int, OrderRecord] = {}
+        for members, values in zip(groups.values(), await pipe.execute(), strict=True):
+            for order_id, value in zip(members, values, strict=True):
+                if value is not None:
+                    found[order_id] = _order_dec.decode(value)
+        return found
+
+    async def unknown_orders(self) -> dict[int, OrderRecord]:
+        ids = sorted(int(i) for i in await self.redis.smembers(keys.UNKNOWN_ORDERS))
+        return await self.get_orders(ids)
+
+    # --- refills -------------------------------------------------------------
+
+    async def next_refill_id(self) -> int:
+        return int(await self.redis.incr(keys.REFILL_SEQ))
+
+    async def put_refills(self, records: Mapping[int, RefillRecord]) -> None:
+        if not records:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for refill_id, record in records.items():
+            pipe.hset(keys.refill_bucket(refill_id), str(refill_id), _order_enc.encode(record))
+        await pipe.execute()
+
+    async def new_refill_ids(self, count: int) -> list[int]:
+        if count == 0:
+            return []
+        last = int(await self.redis.incrby(keys.REFILL_SEQ, count))
+        return list(range(last - count + 1, last + 1))
+
+    async def get_refills(self, ids: Iterable[int]) -> dict[int, RefillRecord]:
+        groups = _by_bucket(ids, keys.refill_bucket)
+        if not groups:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket, members in groups.items():
+            pipe.hmget(bucket, [str(i) for i in members])
+        found: dict[int, RefillRecord] = {}
+        for members, values in zip(groups.values(), await pipe.execute(), strict=True):
+            for refill_id, value in zip(members, values, strict=True):
+                if value is not None:
+                    found[refill_id] = _refill_dec.decode(value)
+        return found
+
+    # --- provider caches -----------------------------------------------------
+
+    async def get_catalog(self, provider: str) -> CatalogEntry | None:
+        value = await self.redis.get(keys.catalog(provider))
+        return _catalog_dec.decode(value) if value is not None else None
+
+    async def put_catalog(self, provider: str, entry: CatalogEntry) -> None:
+        await self.redis.set(keys.catalog(provider), _order_enc.encode(entry))
+
+    async def try_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self.redis.set(key, token, nx=True, px=ttl_ms))
+
+    async def get_balance(self, provider: str) -> tuple[str, str, float] | None:
+        value = await self.redis.get(keys.balance(provider))
+        return _balance_dec.decode(value) if value is not None else None
+
+    async def put_balance(self, provider: str, amount: str, currency: str) -> None:
+        await self.redis.set(keys.balance(provider),
+                             _order_enc.encode((amount, currency, time.time())))
