@@ -391,9 +391,11 @@ class Gateway:
                     if last is None:
                         return None
                     amount, currency = Decimal(last[0]), last[1]
-                if not self._converter.knows(currency):
-                    currency = client.currency
-                return self._converter.to_gateway(amount, currency)
+                if currency != client.currency:
+                    # prices are read in the configured currency; balances follow suit
+                    log.warning("balance currency differs from the configured one",
+                                extra={"provider": name, "says": currency})
+                return self._converter.to_gateway(amount, client.currency)
 
             for value in await asyncio.gather(
                     *(one(n, c) for n, c in self.providers.items())):

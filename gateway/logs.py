@@ -9,7 +9,8 @@ from typing import Any
 
 import msgspec
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "color_message"}
 _enc = msgspec.json.Encoder(enc_hook=str)
 
 
