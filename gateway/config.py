@@ -221,7 +221,7 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
             fail(["services", i, "id"], "service id must be a positive integer")
         ids.add(svc.id)
         if svc.price is not None and svc.markup is not None:
-            fail(["services", i], "give either price or markup, not both")
+            fail(["services", i, "markup"], "give either price or markup, not both")
         if not svc.upstreams:
             fail(["services", i, "upstreams"], "a service needs at least one upstream")
         for j, ref in enumerate(svc.upstreams):
