@@ -36,6 +36,7 @@ from gateway.store import Store
 log = logging.getLogger("gateway.catalog")
 
 POLL_S = 2.0
+RETRY_FAILED_S = 30.0
 
 
 @dataclass(slots=True)
@@ -135,6 +136,7 @@ class Catalog:
         self._ttl = settings.gateway.catalog_ttl_s
         self._lists: dict[str, dict[str, UpstreamService]] = {}
         self._stamps: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}  # after a failed refresh: not before then
         self._task: asyncio.Task[None] | None = None
         self._release = store.redis.register_script(_RELEASE)
         self.views: dict[int, ServiceView] = {}
@@ -162,7 +164,9 @@ class Catalog:
     # --- the loop ------------------------------------------------------------
 
     def _due(self, provider: str) -> bool:
-        return time.time() - self._stamps.get(provider, 0.0) >= self._ttl
+        now = time.time()
+        return (now - self._stamps.get(provider, 0.0) >= self._ttl
+                and now >= self._retry_at.get(provider, 0.0))
 
     async def _loop(self) -> None:
         while True:
@@ -196,6 +200,7 @@ class Catalog:
         try:
             services = await self._providers[name].services()
         except ProviderError as exc:
+            self._retry_at[name] = time.time() + min(self._ttl, RETRY_FAILED_S)
             log.warning("catalog refresh failed, keeping the last list",
                         extra={"provider": name, "error": exc.message})
             return False

@@ -161,8 +161,8 @@ def parse_settings(text: str, source: str = "<config>",
         data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{line}: not valid YAML: {exc}") from exc
+        at = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{at}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping")
     missing: list[tuple[list[str | int], str]] = []
@@ -180,8 +180,8 @@ def parse_settings(text: str, source: str = "<config>",
         unknown = re.search(r"unknown field `([^`]*)`", message)
         if unknown:
             path.append(unknown.group(1))
-        line = _line_of(root, path) if m else None
-        raise ConfigError(f"{source}:{line or 1}: {message}") from exc
+        line_no = _line_of(root, path) if m else None
+        raise ConfigError(f"{source}:{line_no or 1}: {message}") from exc
     _check(settings, root, source)
     return settings
 

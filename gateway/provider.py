@@ -27,7 +27,7 @@ from tenacity import (
 from gateway import dialect
 from gateway.config import ProviderSettings
 from gateway.dialect import ItemError
-from gateway.errors import Ambiguous, Rejected, Unavailable, Unreachable
+from gateway.errors import Ambiguous, BadAnswer, Rejected, Unavailable, Unreachable
 from gateway.models import UpstreamService, UpstreamStatus
 from gateway.transport import Transport, make_transport
 
@@ -117,7 +117,7 @@ class ProviderClient:
         """Place an order; the upstream order id. Raises Rejected/Unreachable/Ambiguous."""
         try:
             return dialect.add(await self._write({"action": "add", **fields}))
-        except dialect.BadAnswer as exc:
+        except BadAnswer as exc:
             # it answered, but not with an order id we can read: it may exist
             raise Ambiguous(exc.message, exc.raw) from exc
 

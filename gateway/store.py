@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -141,7 +141,7 @@ class Store:
 
     async def get_catalog(self, provider: str) -> CatalogEntry | None:
         value = await self.redis.get(keys.catalog(provider))
-        return _catalog_dec.decode(value) if value is not None else None
+        return _catalog_dec.decode(cast(bytes, value)) if value is not None else None
 
     async def put_catalog(self, provider: str, entry: CatalogEntry) -> None:
         await self.redis.set(keys.catalog(provider), _order_enc.encode(entry))
@@ -151,7 +151,7 @@ class Store:
 
     async def get_balance(self, provider: str) -> tuple[str, str, float] | None:
         value = await self.redis.get(keys.balance(provider))
-        return _balance_dec.decode(value) if value is not None else None
+        return _balance_dec.decode(cast(bytes, value)) if value is not None else None
 
     async def put_balance(self, provider: str, amount: str, currency: str) -> None:
         await self.redis.set(keys.balance(provider),

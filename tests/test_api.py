@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -557,3 +558,33 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_catalog_refreshes_in_the_background_and_guards_a_fixed_price(
+        sims, fresh_redis, tmp_path):
+    a, b = sims
+    a.reset()
+    b.reset()
+    gw = Gateway(base_config(a, b, catalog_ttl_s=1), fresh_redis, tmp_path)
+    try:
+        assert {s["service"]: s["rate"] for s in gw.call(action="services")}[2] == "0.30000"
+        # prov-a's likes get cheaper and its views dearer than service 3's fixed price
+        a.control("catalog", {"services": [
+            {"service": 2, "name": "Likes", "type": "Default", "rate": "0.10",
+             "min": 10, "max": 50000, "cancel": True},
+            {"service": 3, "name": "Views", "type": "Default", "rate": "0.06",
+             "min": 100, "max": 1000000},
+        ]})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rates = {s["service"]: s["rate"] for s in gw.call(action="services")}
+            if rates.get(2) == "0.15000":
+                break
+            time.sleep(0.2)
+        assert rates[2] == "0.15000"
+        assert 3 not in rates, "never advertise a fixed price below every candidate's cost"
+        r = gw.post(action="add", service=3, link="l", quantity=1000)
+        assert r.json() == {"error": "Incorrect service ID"}
+        assert adds(a) == []
+    finally:
+        gw.stop()
