@@ -58,10 +58,23 @@ def _load(path: str) -> Settings:
         raise SystemExit(2) from None
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so `finally` blocks (embedded Redis, simulators) run.
+
+    uvicorn restores the previous handler after its graceful shutdown and re-raises
+    the signal; with the default handler the process would die on the spot.
+    """
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> None:
     import uvicorn
 
     settings = _load(config)
+    _exit_on_sigterm()
     with redis_url(data_dir) as url:
         os.environ[ENV_CONFIG] = str(Path(config).resolve())
         os.environ[ENV_REDIS] = url
@@ -116,6 +129,7 @@ def demo(port: int, data_dir: str) -> None:
 
     data = Path(data_dir)
     config, sims = write_demo(data, port)
+    _exit_on_sigterm()
     procs = [subprocess.Popen([sys.executable, "-m", "gateway.simulator", *args])
              for args in sims]
     try:

@@ -74,7 +74,7 @@ _REFILL_STATUS = {
 # Rejections after which another provider may well accept the same order.
 _ELSEWHERE = re.compile(
     r"fund|balance|service|quantity|minimal|maximal|minimum|maximum|"
-    r"active order|too many|rate limit|maintenance|api key|temporar|disabled|"
+    r"active order|too many|rate[\s_-]?limit|maintenance|api key|temporar|disabled|"
     r"not available|unavailable|try again",
     re.IGNORECASE,
 )
@@ -171,6 +171,17 @@ def count_text(value: Any) -> str | None:
 
 # --- errors -----------------------------------------------------------------
 
+_MESSAGE_KEYS = ("message", "msg", "text", "detail")
+
+
+def _message_of(obj: Mapping[str, Any]) -> str | None:
+    """The text of an error object such as `{"code": 42, "message": "..."}`."""
+    for key in _MESSAGE_KEYS:
+        value = obj.get(key)
+        if value:
+            return str(value)
+    return None
+
 
 def error_message(obj: Any) -> str | None:
     """The message of any error shape seen upstream, or None if `obj` is not one."""
@@ -182,20 +193,20 @@ def error_message(obj: Any) -> str | None:
     if isinstance(err, str) and err:
         return err
     if isinstance(err, Mapping):
-        msg = err.get("message") or err.get("msg") or err.get("text")
-        return str(msg) if msg else "error"
+        return _message_of(err) or "error"
     errs = obj.get("errors")
-    if errs:
-        if isinstance(errs, str):
-            return errs
-        if isinstance(errs, list) and errs:
+    if errs and isinstance(errs, (str, list, Mapping)):
+        first: Any = errs
+        if isinstance(errs, list):
             first = errs[0]
-            return error_message(first) or str(first)
-        if isinstance(errs, Mapping):
-            first = next(iter(errs.values()))
+        elif isinstance(errs, Mapping):
+            first = _message_of(errs) or next(iter(errs.values()))
             if isinstance(first, list) and first:
                 first = first[0]
-            return str(first)
+        if isinstance(first, Mapping):
+            # [{"code": 42, "message": "..."}], {"link": [{"message": "..."}]}
+            return error_message(first) or _message_of(first) or str(first)
+        return str(first)
     status = obj.get("status")
     if isinstance(status, str) and status.lower() in ("fail", "failed", "error") and (
         "message" in obj or "msg" in obj
@@ -226,7 +237,8 @@ def decode(status: int, body: bytes, headers: Mapping[str, str] | None = None) -
     if not body.strip():
         raise BadAnswer(f"empty answer (HTTP {status})", raw)
     try:
-        obj = _json.decode(body)
+        # PHP panels saved with a byte order mark put it before every answer
+        obj = _json.decode(body.removeprefix(b"\xef\xbb\xbf"))
     except msgspec.DecodeError:
         raise BadAnswer(f"not JSON (HTTP {status})", raw) from None
     if isinstance(obj, Mapping):
@@ -266,7 +278,7 @@ def services(obj: Any) -> list[UpstreamService]:
             continue
         lo = integer(item.get("min")) or 1
         hi = integer(item.get("max")) or lo
-        desc = item.get("desc", item.get("description"))
+        desc = item.get("desc") or item.get("description")
         form = item.get("form")
         out.append(UpstreamService(
             service=sid,
@@ -294,7 +306,8 @@ def add(obj: Any) -> str:
 
 
 def _status(item: Mapping[str, Any]) -> UpstreamStatus | ItemError:
-    message = error_message(item) if "status" not in item else None
+    # {"status": "fail", "message": ...} is an error about the id, not a failed order
+    message = error_message(item) if "status" not in item or "message" in item else None
     if message is not None:
         return ItemError(message)
     status = order_status(item.get("status"))

@@ -40,6 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -50,6 +60,8 @@ class EmbeddedRedis:
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         sock = self.data_dir / "redis.sock"
+        if sock.exists() and _answers(f"unix://{sock}"):
+            raise RuntimeError(f"a redis-server is already running on {self.data_dir}")
         args = [
             redis_binary(),
             "--dir", str(self.data_dir),

@@ -547,6 +547,7 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     assert list(Path(data).rglob("appendonly*")), "Redis wrote its append-only file"
+    assert not (data / "redis" / "redis.sock").exists(), "the embedded Redis was stopped"
     proc, url = start()
     try:
         status = httpx.post(url, data={"key": "alice-key", "action": "status",
@@ -588,3 +589,18 @@ def test_catalog_refreshes_in_the_background_and_guards_a_fixed_price(
         assert adds(a) == []
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("fault", ["500", "drop"])
+def test_reads_are_retried_writes_are_not(stack, fault):
+    gw, a, b = stack
+    order = place(gw)
+    b.control("fault", {"fault": fault, "rate": 1.0})
+    assert gw.call(action="status", order=order)["status"] == "Pending"
+    assert len(b.requests("status")) == 3, "a read is tried three times"
+    b.control("orders/1", {"status": "Completed"})
+    assert gw.post(action="refill", order=order).status_code == 400
+    assert len(b.requests("refill")) == 1, "a write that may have arrived is sent once"
+    assert gw.call(action="cancel", order=order)[0]["cancel"] == {
+        "error": "Service is temporarily unavailable, try again later"}
+    assert len(b.requests("cancel")) == 1
