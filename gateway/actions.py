@@ -161,7 +161,7 @@ class Gateway:
                 upstream_service=cand.upstream.service, link=order.link,
                 quantity=order.quantity, runs=order.runs, charge=charge,
                 cost=money.charge(cand.cost_rate, order.quantity, order.runs),
-                created=int(time.time()), state="dispatching")
+                created=int(time.time()), state="dispatching", currency=self.currency)
             await self.store.put_order(order_id, record)
             outcome = await self._dispatch(cand.provider, cand.upstream.service, order,
                                            cand.upstream.form is not None)
@@ -227,11 +227,13 @@ class Gateway:
         }
 
     async def _refresh_statuses(self, found: Mapping[str, tuple[int, OrderRecord]]) -> None:
-        """Ask upstream for every non-final order in `found`; store what changed."""
+        """Ask upstream for the non-final orders in `found` not asked within the cache time."""
+        now = int(time.time())
+        fresh_after = now - self.settings.gateway.status_cache_s
         groups: dict[str, list[str]] = defaultdict(list)
         by_upstream: dict[tuple[str, str], list[tuple[int, OrderRecord]]] = defaultdict(list)
         for oid, rec in found.values():
-            if rec.final or rec.upstream_id is None:
+            if rec.final or rec.upstream_id is None or rec.checked > fresh_after:
                 continue
             key = (rec.provider, rec.upstream_id)
             if key not in by_upstream:
@@ -248,11 +250,15 @@ class Gateway:
                     log.warning("status: upstream error for an order", extra={
                         "provider": provider, "error": str(result)})
                 continue
+            caching = self.settings.gateway.status_cache_s > 0
             for oid, rec in pairs:
-                new = (result.status, result.start_count or rec.start_count,
-                       result.remains if result.remains is not None else rec.remains)
-                if new != (rec.status, rec.start_count, rec.remains):
-                    rec.status, rec.start_count, rec.remains = new
+                before = (rec.status, rec.start_count, rec.remains)
+                rec.status = result.status
+                rec.start_count = result.start_count or rec.start_count
+                if result.remains is not None:
+                    rec.remains = result.remains
+                rec.checked = now
+                if caching or before != (rec.status, rec.start_count, rec.remains):
                     changed[oid] = rec
         if changed:
             await self.store.put_orders(changed)

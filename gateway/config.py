@@ -39,6 +39,7 @@ class GatewaySettings(_Config, kw_only=True):
     refill_id_start: int = 1000
     catalog_ttl_s: float = 300.0
     balance_cache_s: float = 30.0
+    status_cache_s: float = 30.0  # repeat polls within this answer from Redis; 0 = off
     transport: TransportName = "aiohttp"
     log_level: str = "INFO"
 

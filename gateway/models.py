@@ -73,6 +73,8 @@ class OrderRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     status: str | None = None
     start_count: str | None = None
     remains: str | None = None
+    currency: str | None = None  # of charge and cost: the gateway currency when placed
+    checked: int = 0  # unix time of the last upstream status answer (the status cache)
 
     @property
     def final(self) -> bool:

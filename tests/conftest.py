@@ -197,7 +197,8 @@ def base_config(a: Sim, b: Sim, **gateway: Any) -> dict[str, Any]:
     """Two providers (a: toksmm built-in catalog, b: testedsmm TESTED_CATALOG)."""
     return {
         "gateway": {"currency": "USD", "markup": "1.5", "order_id_start": 5000,
-                    "refill_id_start": 700, "balance_cache_s": 0, **gateway},
+                    "refill_id_start": 700, "balance_cache_s": 0, "status_cache_s": 0,
+                    **gateway},
         "clients": CLIENTS,
         "providers": [provider("prov-a", a), provider("prov-b", b)],
         "services": [

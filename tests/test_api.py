@@ -273,6 +273,10 @@ def test_ambiguous_add_is_never_sent_twice(stack, fault):
         env={**os.environ, "REDIS_URL": gw.redis_url}, capture_output=True, text=True,
         check=True).stdout
     assert "5000" in out and "unknown" in out and "https://t/amb" in out
+    log = gw.log()
+    assert "ambiguous outcome" in log
+    for secret in ("upstream-secret", "alice-key"):
+        assert secret not in log, "keys never reach the log"
 
 
 def test_unreachable_provider_is_skipped(sims, fresh_redis, tmp_path):
@@ -604,3 +608,23 @@ def test_reads_are_retried_writes_are_not(stack, fault):
     assert gw.call(action="cancel", order=order)[0]["cancel"] == {
         "error": "Service is temporarily unavailable, try again later"}
     assert len(b.requests("cancel")) == 1
+
+
+def test_status_cache_answers_repeat_polls_without_an_upstream_call(
+        sims, fresh_redis, tmp_path):
+    a, b = sims
+    a.reset()
+    b.reset()
+    gw = Gateway(base_config(a, b, status_cache_s=2), fresh_redis, tmp_path)
+    try:
+        order = place(gw)
+        assert gw.call(action="status", order=order)["status"] == "Pending"
+        b.control("orders/1", {"status": "In progress", "remains": 10})
+        for _ in range(5):
+            assert gw.call(action="status", orders=str(order))[str(order)]["status"] == "Pending"
+        assert len(b.requests("status")) == 1, "repeat polls within the cache time stay local"
+        time.sleep(2.2)
+        assert gw.call(action="status", order=order)["status"] == "In progress"
+        assert len(b.requests("status")) == 2
+    finally:
+        gw.stop()
