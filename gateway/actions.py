@@ -17,11 +17,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import msgspec
+
 from gateway import money
 from gateway.catalog import Catalog, ServiceView
+from gateway.clients import ClientRecord
 from gateway.config import Settings
 from gateway.dialect import ItemError
 from gateway.errors import Ambiguous, ClientError, ProviderError, Rejected, Unreachable
+from gateway.ledger import Ledger
+from gateway.limits import IDEMPOTENCY_TTL_S, Answer, Claims
 from gateway.models import FINAL_REFILL_STATUSES, OrderRecord, RefillRecord
 from gateway.params import AddRequest, as_id, parse_add, parse_service_id, split_ids
 from gateway.provider import MULTI_LIMIT, ProviderClient
@@ -63,6 +68,9 @@ class Gateway:
                  providers: Mapping[str, ProviderClient]) -> None:
         self.settings = settings
         self.store = store
+        self.ledger = Ledger(store.redis)
+        self.claims = Claims(store.redis)
+        self._client_bodies: dict[str, tuple[Any, bytes]] = {}
         self.catalog = catalog
         self.providers = providers
         self.currency = settings.gateway.currency
@@ -121,20 +129,65 @@ class Gateway:
 
     # --- services ------------------------------------------------------------
 
-    def services(self) -> bytes:
-        return self.catalog.body
+    def services(self, client: ClientRecord) -> bytes:
+        """The `services` answer, pre-encoded; per client only if it has its own prices."""
+        if client.plain:
+            return self.catalog.body
+        signature = (self.catalog.version, client.markup,
+                     tuple(sorted(client.prices.items())), tuple(client.services or ()))
+        cached = self._client_bodies.get(client.name)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        body = msgspec.json.encode([
+            {**view.answer(), "rate": money.wire(client.rate(view.id, view.rate))}
+            for view in self.catalog.views.values() if client.allows(view.id)])
+        self._client_bodies[client.name] = (signature, body)
+        return body
 
     # --- add -----------------------------------------------------------------
 
-    def _view(self, fields: Mapping[str, str]) -> ServiceView:
-        view = self.catalog.views.get(parse_service_id(fields))
-        if view is None:
+    def _view(self, client: ClientRecord, fields: Mapping[str, str]) -> ServiceView:
+        service_id = parse_service_id(fields)
+        view = self.catalog.views.get(service_id)
+        if view is None or not client.allows(service_id):
             raise ClientError("Incorrect service ID")
         return view
 
-    async def add(self, client: str, fields: Mapping[str, str]) -> dict[str, Any]:
-        view = self._view(fields)
+    async def add(self, client: ClientRecord, fields: Mapping[str, str]) -> dict[str, Any]:
+        """Place an order, at most once per Idempotency-Key or duplicate window."""
+        view = self._view(client, fields)
         order = parse_add(fields, family(view.type), view.form)
+        idem = fields.get("idempotency_key", "").strip()
+        if idem:
+            token, ttl = "idem:" + idem[:200], float(IDEMPOTENCY_TTL_S)
+        elif client.dup_window_s > 0:
+            token, ttl = "dup:" + order.fingerprint(), client.dup_window_s
+        else:
+            return await self._add(client, view, order)
+        fingerprint = order.fingerprint()
+        first = await self.claims.claim(client.name, token, fingerprint, ttl)
+        if first is not None:
+            if first.status != 200:
+                raise ClientError.with_status(first.body.decode(), first.status)
+            return dict(msgspec.json.decode(first.body))
+        try:
+            answer = await self._add(client, view, order)
+        except ClientError as exc:
+            if idem:  # the same request gets the same answer, errors included
+                await self.claims.finish(client.name, token, Answer(
+                    fingerprint, True, exc.status_code, exc.message.encode()), ttl)
+            else:
+                await self.claims.release(client.name, token)
+            raise
+        except BaseException:
+            await self.claims.release(client.name, token)
+            raise
+        await self.claims.finish(client.name, token, Answer(
+            fingerprint, True, 200, msgspec.json.encode(answer)), ttl)
+        return answer
+
+    async def _add(self, client: ClientRecord, view: ServiceView,
+                   order: AddRequest) -> dict[str, Any]:
         if order.quantity < view.min:
             raise ClientError(f"Quantity less than minimal {view.min}")
         if order.quantity > view.max:
@@ -151,17 +204,21 @@ class Gateway:
                 "service": view.id, "reasons": [c.reason for c in choices]})
             raise ClientError(UNAVAILABLE)
 
-        charge = money.charge(view.rate, order.quantity, order.runs)
+        charge = money.charge(client.rate(view.id, view.rate), order.quantity, order.runs)
+        ledger = client.mode == "ledger"
         order_id = await self.store.next_order_id()
+        if ledger and not await self.ledger.reserve(client.name, charge, order_id):
+            raise ClientError("Not enough funds on balance")
         tried: list[dict[str, str]] = []
         record: OrderRecord | None = None
         for cand in candidates:
             record = OrderRecord(
-                client=client, service=view.id, provider=cand.provider,
+                client=client.name, service=view.id, provider=cand.provider,
                 upstream_service=cand.upstream.service, link=order.link,
                 quantity=order.quantity, runs=order.runs, charge=charge,
                 cost=money.charge(cand.cost_rate, order.quantity, order.runs),
-                created=int(time.time()), state="dispatching", currency=self.currency)
+                created=int(time.time()), state="dispatching", currency=self.currency,
+                ledger=ledger)
             await self.store.put_order(order_id, record)
             outcome = await self._dispatch(cand.provider, cand.upstream.service, order,
                                            cand.upstream.form is not None)
@@ -179,17 +236,23 @@ class Gateway:
                     "order": order_id, "service": view.id, "tried": tried, "error": value})
                 raise ClientError(NOT_CONFIRMED)
             if kind == "refused":
-                record.state = "failed"
-                await self.store.put_order(order_id, record)
+                await self._fail(order_id, record, "refused upstream")
                 log.info("add: refused", extra={"order": order_id, "tried": tried})
                 raise ClientError(public_message(value, cand.provider))
             # "next": a definite rejection worth trying elsewhere, or never reached
         assert record is not None
-        record.state = "failed"
-        await self.store.put_order(order_id, record)
+        await self._fail(order_id, record, "every candidate refused")
         log.warning("add: every candidate refused", extra={
             "order": order_id, "service": view.id, "tried": tried})
         raise ClientError(UNAVAILABLE)
+
+    async def _fail(self, order_id: int, record: OrderRecord, why: str) -> None:
+        """A definite failure: give the reservation back (once), keep the record."""
+        if record.ledger:
+            await self.ledger.credit(record.client, record.charge, "release", order_id,
+                                     note=why, settle=True)
+        record.state = "failed"
+        await self.store.put_order(order_id, record)
 
     async def _dispatch(self, provider: str, upstream_service: str, order: AddRequest,
                         wants_form: bool) -> tuple[str, str]:
@@ -212,12 +275,7 @@ class Gateway:
         total = rec.quantity * (rec.runs or 1)
         remains = rec.remains if rec.remains is not None else (
             "0" if status == "Completed" else str(total))
-        charge = rec.charge
-        if status in ("Canceled", "Refunded"):
-            charge = Decimal(0)
-        elif status == "Partial" and total > 0:
-            left = min(max(Decimal(remains), Decimal(0)), Decimal(total))
-            charge = rec.charge - rec.charge * left / total
+        charge = rec.charge - money.refund(rec.charge, status, remains, total)
         return {
             "charge": money.wire(charge),
             "start_count": rec.start_count or "0",
@@ -260,8 +318,20 @@ class Gateway:
                 rec.checked = now
                 if caching or before != (rec.status, rec.start_count, rec.remains):
                     changed[oid] = rec
+        refunds = [(oid, rec) for oid, rec in changed.items() if rec.ledger and rec.final]
+        if refunds:
+            # before the record is stored: a crash in between re-polls, and the
+            # settlement mark keeps the refund to once
+            await asyncio.gather(*(self._refund(oid, rec) for oid, rec in refunds))
         if changed:
             await self.store.put_orders(changed)
+
+    async def _refund(self, order_id: int, rec: OrderRecord) -> None:
+        amount = money.refund(rec.charge, rec.status or "", rec.remains,
+                              rec.quantity * (rec.runs or 1))
+        if amount > 0:
+            await self.ledger.credit(rec.client, amount, "refund", order_id,
+                                     note=rec.status or "", settle=True)
 
     async def status(self, client: str, fields: Mapping[str, str]) -> dict[str, Any]:
         ids, multi = self._multi(fields, "order", "orders")
@@ -376,7 +446,13 @@ class Gateway:
 
     # --- balance -------------------------------------------------------------
 
-    async def balance(self) -> dict[str, str]:
+    async def balance(self, client: ClientRecord) -> dict[str, str]:
+        if client.mode == "ledger":
+            amount = await self.ledger.balance(client.name)
+            return {"balance": money.wire(amount), "currency": self.currency}
+        return await self._upstream_balance()
+
+    async def _upstream_balance(self) -> dict[str, str]:
         cached = self._balance
         if cached and time.monotonic() - cached[0] < self.settings.gateway.balance_cache_s:
             return cached[1]

@@ -18,10 +18,12 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException
 
 from gateway.actions import Gateway
-from gateway.auth import Clients, presented_key
+from gateway.auth import fingerprint, presented_key
 from gateway.catalog import Catalog
+from gateway.clients import ClientRecord, Directory
 from gateway.config import Settings
 from gateway.errors import AuthError, ClientError, NotFound
+from gateway.limits import RateLimiter
 from gateway.provider import ProviderClient
 from gateway.store import Store, connect
 
@@ -32,25 +34,21 @@ JSON = "application/json"
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
-Handler = Callable[[Gateway, str, Mapping[str, str]], Awaitable[Any]]
+Handler = Callable[[Gateway, ClientRecord, Mapping[str, str]], Awaitable[Any]]
 
 
-async def _services(gw: Gateway, client: str, fields: Mapping[str, str]) -> bytes:
-    return gw.services()
-
-
-async def _balance(gw: Gateway, client: str, fields: Mapping[str, str]) -> Any:
-    return await gw.balance()
+async def _services(gw: Gateway, client: ClientRecord, fields: Mapping[str, str]) -> bytes:
+    return gw.services(client)
 
 
 ACTIONS: dict[str, Handler] = {
     "services": _services,
     "add": lambda gw, c, f: gw.add(c, f),
-    "status": lambda gw, c, f: gw.status(c, f),
-    "refill": lambda gw, c, f: gw.refill(c, f),
-    "refill_status": lambda gw, c, f: gw.refill_status(c, f),
-    "cancel": lambda gw, c, f: gw.cancel(c, f),
-    "balance": _balance,
+    "status": lambda gw, c, f: gw.status(c.name, f),
+    "refill": lambda gw, c, f: gw.refill(c.name, f),
+    "refill_status": lambda gw, c, f: gw.refill_status(c.name, f),
+    "cancel": lambda gw, c, f: gw.cancel(c.name, f),
+    "balance": lambda gw, c, f: gw.balance(c),
 }
 
 
@@ -116,11 +114,22 @@ def _on_crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes
 
 @post(["/api/v2", "/api/v2/"], status_code=200, include_in_schema=False)
 async def api_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
-    fields = await read_fields(request)
     state = request.app.state
-    client = state.clients.identify(presented_key(fields, request.headers))
+    address = request.client.host if request.client else "-"
+    state.limiter.refuse_blocked(address)
+    fields = await read_fields(request)
+    key = presented_key(fields, request.headers)
+    client = await state.directory.identify(key)
     if client is None:
+        log.info("authentication failed", extra={
+            "address": address, "key": fingerprint(key) if key else None})
+        await state.limiter.failed_auth(address)
         raise AuthError()
+    if client.rate_limit:
+        await state.limiter.check(client.name, client.rate_limit, client.burst)
+    idem = request.headers.get("idempotency-key")
+    if idem:
+        fields["idempotency_key"] = idem
     action = fields.get("action", "").strip()
     if not action:
         raise ClientError("Missing action")
@@ -158,6 +167,10 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
                                             settings.gateway.refill_id_start)
             wait = max((p.timeout_s for p in settings.providers), default=1.0)
             await catalog.start(wait_s=wait)
+            directory = Directory(store.redis)
+            await directory.import_config(settings.clients)
+            app.state.directory = directory
+            app.state.limiter = RateLimiter(store.redis)
             app.state.gateway = Gateway(settings, store, catalog, providers)
             yield
         finally:
@@ -178,6 +191,5 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
         openapi_config=None,
         logging_config=None,
     )
-    app.state.clients = Clients(settings.clients)
     app.state.always_200 = settings.gateway.error_status == "always-200"
     return app

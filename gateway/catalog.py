@@ -141,6 +141,7 @@ class Catalog:
         self._release = store.redis.register_script(_RELEASE)
         self.views: dict[int, ServiceView] = {}
         self.body: bytes = b"[]"
+        self.version = 0  # bumped whenever views and body are rebuilt
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -224,3 +225,4 @@ class Catalog:
                 views[svc.id] = view
         self.views = views
         self.body = msgspec.json.encode([v.answer() for v in views.values()])
+        self.version += 1

@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.store import AnyRedis
 
 ENV_CONFIG = "SMM_GATEWAY_CONFIG"
 ENV_REDIS = "REDIS_URL"
@@ -40,8 +43,12 @@ def redis_url(data_dir: str) -> Iterator[str]:
     if url:
         yield url
         return
-    from gateway.redis_server import EmbeddedRedis
+    from gateway.redis_server import EmbeddedRedis, running_url
 
+    running = running_url(Path(data_dir) / "redis")
+    if running:  # a gateway is serving from this data dir: share its Redis
+        yield running
+        return
     server = EmbeddedRedis(Path(data_dir) / "redis")
     server.start()
     try:
@@ -98,26 +105,21 @@ def check_config(path: str) -> int:
     return 0
 
 
-def orders_unknown(data_dir: str) -> int:
-    from gateway.store import Store, connect
+def admin(data_dir: str, command: Callable[[AnyRedis], Awaitable[list[str]]]) -> int:
+    """Run one operator command against the shared Redis and print its lines."""
+    from gateway.admin import AdminError
+    from gateway.store import connect
 
     async def run(url: str) -> int:
-        store = Store(connect(url))
+        redis = connect(url)
         try:
-            orders = await store.unknown_orders()
+            lines = await command(redis)
+        except AdminError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         finally:
-            await store.aclose()
-        if not orders:
-            print("no orders in an unknown state")
-            return 0
-        print(f"{'order':>10}  {'state':<11}  {'client':<12}  {'service':>7}  "
-              f"{'provider':<14}  {'upstream svc':<12}  {'quantity':>8}  {'charge':>10}  "
-              f"created  link")
-        for oid, r in sorted(orders.items()):
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created))
-            print(f"{oid:>10}  {r.state:<11}  {r.client:<12}  {r.service:>7}  "
-                  f"{r.provider:<14}  {r.upstream_service:<12}  {r.quantity:>8}  "
-                  f"{r.charge!s:>10}  {created}  {r.link}")
+            await redis.aclose()
+        print("\n".join(lines))
         return 0
 
     with redis_url(data_dir) as url:
@@ -175,10 +177,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("file")
 
-    p = sub.add_parser("orders", help="inspect orders")
-    osub = p.add_subparsers(dest="orders_command", required=True)
+    p = sub.add_parser("orders", help="orders whose outcome is not known, and resolving them")
+    osub = p.add_subparsers(dest="sub", required=True)
     q = osub.add_parser("unknown", help="orders whose upstream outcome is not known")
     q.add_argument("--data-dir", default=DEFAULT_DATA)
+    q = osub.add_parser("resolve", help="settle an unknown order")
+    q.add_argument("order", type=int)
+    way = q.add_mutually_exclusive_group(required=True)
+    way.add_argument("--placed", metavar="UPSTREAM_ID",
+                     help="the provider has it, under this order id")
+    way.add_argument("--not-placed", action="store_true",
+                     help="the provider never took it: release the client's money")
+    q.add_argument("--data-dir", default=DEFAULT_DATA)
+
+    p = sub.add_parser("keys", help="client keys, balances and ledgers")
+    ksub = p.add_subparsers(dest="sub", required=True)
+    q = ksub.add_parser("create", help="a new client; prints its key once")
+    q.add_argument("--name", required=True)
+    q.add_argument("--mode", choices=["ledger", "operator"], default="ledger")
+    q.add_argument("--markup", type=Decimal, default=None)
+    q.add_argument("--credit", default=None, help="initial prepaid balance")
+    q.add_argument("--services", default=None, help="comma separated service ids it may use")
+    q.add_argument("--rate-limit", type=float, default=None, help="requests per second")
+    q.add_argument("--burst", type=int, default=None)
+    q.add_argument("--dup-window", type=float, default=0.0,
+                   help="seconds in which an identical add answers the first order")
+    ksub.add_parser("list", help="every client")
+    for name, text in (("disable", "the key stops working"), ("enable", "the key works again"),
+                       ("rotate", "a new key; the old one stops working"),
+                       ("history", "the client's ledger")):
+        ksub.add_parser(name, help=text).add_argument("name")
+    q = ksub.add_parser("topup", help="add (or with a negative amount, take) money")
+    q.add_argument("name")
+    q.add_argument("amount")
+    q.add_argument("--note", default="")
+    q = ksub.add_parser("check", help="prove each balance equals the sum of its ledger")
+    q.add_argument("name", nargs="?")
+    for q in ksub.choices.values():
+        q.add_argument("--data-dir", default=DEFAULT_DATA)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -187,8 +223,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo(args.port, args.data_dir)
     elif args.command == "check-config":
         raise SystemExit(check_config(args.file))
-    elif args.command == "orders":
-        raise SystemExit(orders_unknown(args.data_dir))
+    elif args.command in ("orders", "keys"):
+        raise SystemExit(admin(args.data_dir, _admin_command(args)))
+
+
+def _admin_command(args: argparse.Namespace) -> Callable[[AnyRedis], Awaitable[list[str]]]:
+    from gateway import admin as a
+
+    if args.command == "orders":
+        if args.sub == "unknown":
+            return a.orders_unknown
+        return lambda r: a.orders_resolve(r, args.order, args.placed)
+    sub = args.sub
+    if sub == "create":
+        services = ([int(x) for x in args.services.split(",") if x.strip()]
+                    if args.services else None)
+        credit = a.amount(args.credit) if args.credit else None
+        return lambda r: a.keys_create(r, args.name, args.mode, args.markup, credit, services,
+                                       args.rate_limit, args.burst, args.dup_window)
+    if sub == "list":
+        return a.keys_list
+    if sub in ("disable", "enable"):
+        return lambda r: a.keys_set_active(r, args.name, sub == "enable")
+    if sub == "rotate":
+        return lambda r: a.keys_rotate(r, args.name)
+    if sub == "topup":
+        return lambda r: a.keys_topup(r, args.name, a.amount(args.amount), args.note)
+    if sub == "history":
+        return lambda r: a.keys_history(r, args.name)
+
+    async def check(r: AnyRedis) -> list[str]:
+        ok, lines = await a.keys_check(r, args.name)
+        if not ok:
+            raise a.AdminError("\n".join(lines))
+        return lines
+
+    return check
 
 
 if __name__ == "__main__":

@@ -47,6 +47,13 @@ class GatewaySettings(_Config, kw_only=True):
 class ClientSettings(_Config, kw_only=True):
     name: str
     key: str
+    mode: Literal["operator", "ledger"] = "operator"
+    markup: Decimal | None = None
+    prices: dict[int, Decimal] = {}
+    services: list[int] | None = None
+    rate_limit: float | None = None
+    burst: int | None = None
+    dup_window_s: float = 0.0
 
 
 class ProviderSettings(_Config, kw_only=True):

@@ -32,6 +32,13 @@ class ClientError(GatewayError):
         super().__init__(message)
         self.message = message
 
+    @classmethod
+    def with_status(cls, message: str, status_code: int) -> ClientError:
+        """The same answer again (a replayed idempotent request)."""
+        err = cls(message)
+        err.status_code = status_code
+        return err
+
 
 class AuthError(ClientError):
     status_code = 401

@@ -37,3 +37,49 @@ def catalog_lock(provider: str) -> str:
 def balance(provider: str) -> str:
     """Last known upstream balance of one provider (msgpack)."""
     return f"{PREFIX}bal:{{{provider}}}"
+
+
+# --- clients (issue: clients and money) ----------------------------------------
+# Every key of one client carries the hash tag {c:<name>}, so the Lua scripts that
+# move money (balance + ledger + settlement marks) touch a single Cluster slot.
+
+CLIENTS = PREFIX + "clients"  # set of client names
+
+
+def client_key_digest(digest_hex: str) -> str:
+    """SHA-256 of an API key -> the client name it belongs to."""
+    return f"{PREFIX}ck:{digest_hex}"
+
+
+def client(name: str) -> str:
+    """The client record (msgpack ClientRecord)."""
+    return f"{PREFIX}{{c:{name}}}:rec"
+
+
+def client_balance(name: str) -> str:
+    """Prepaid balance in integer units of money.UNIT."""
+    return f"{PREFIX}{{c:{name}}}:bal"
+
+
+def client_ledger(name: str) -> str:
+    """Append-only stream of every money movement."""
+    return f"{PREFIX}{{c:{name}}}:ledger"
+
+
+def client_settled(name: str) -> str:
+    """Hash order id -> how its reservation was settled (refund/release), set once."""
+    return f"{PREFIX}{{c:{name}}}:settled"
+
+
+def client_rate(name: str) -> str:
+    """Token bucket of the client's rate limit."""
+    return f"{PREFIX}{{c:{name}}}:rate"
+
+
+def auth_failures(address: str) -> str:
+    return f"{PREFIX}authfail:{address}"
+
+
+def once(client_name: str, token: str) -> str:
+    """An Idempotency-Key or duplicate-window claim of one client."""
+    return f"{PREFIX}{{c:{client_name}}}:once:{token}"

@@ -75,6 +75,7 @@ class OrderRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     remains: str | None = None
     currency: str | None = None  # of charge and cost: the gateway currency when placed
     checked: int = 0  # unix time of the last upstream status answer (the status cache)
+    ledger: bool = False  # the charge was reserved from a prepaid client balance
 
     @property
     def final(self) -> bool:

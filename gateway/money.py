@@ -42,3 +42,32 @@ class Converter:
 
     def to_gateway(self, amount: Decimal, currency: str) -> Decimal:
         return amount * self._rates[currency]
+
+
+# Prepaid balances live in Redis as integers of UNIT, so that Redis (INCRBY, in
+# int64) does the arithmetic and no amount ever passes through a float.
+UNIT = WIRE
+
+
+def to_units(amount: Decimal) -> int:
+    return int(amount.quantize(UNIT, rounding=ROUND_HALF_UP) / UNIT)
+
+
+def from_units(units: int | str | bytes) -> Decimal:
+    value = units.decode() if isinstance(units, bytes) else units
+    return (Decimal(int(value)) * UNIT).quantize(UNIT)
+
+
+def refund(charge: Decimal, status: str, remains: str | None, total: int) -> Decimal:
+    """What goes back to the client for a final status: all of it for Canceled and
+    Refunded, `charge x remains / total` for Partial, nothing otherwise."""
+    if status in ("Canceled", "Refunded"):
+        return charge
+    if status == "Partial" and total > 0 and remains is not None:
+        try:
+            left = Decimal(remains)
+        except ArithmeticError:
+            return Decimal(0)
+        left = min(max(left, Decimal(0)), Decimal(total))
+        return (charge * left / total).quantize(WIRE, rounding=ROUND_HALF_UP)
+    return Decimal(0)

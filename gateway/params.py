@@ -6,6 +6,7 @@ gets. Nothing is sent upstream before these checks pass.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,13 @@ class AddRequest:
     comments: list[str] | None = None
     form: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Same service, link, quantity and options -> same text (duplicate detection)."""
+        parts = msgspec.json.encode([
+            self.service, self.link, self.quantity, self.runs, self.interval, self.comments,
+            sorted(self.extra.items()), sorted((self.form or {}).items())])
+        return hashlib.sha256(parts).hexdigest()
 
     @property
     def total(self) -> int:

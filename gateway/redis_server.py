@@ -50,6 +50,13 @@ def _answers(url: str) -> bool:
         client.close()
 
 
+def running_url(data_dir: str | Path) -> str | None:
+    """The URL of an embedded Redis already serving `data_dir`, if one is."""
+    sock = Path(data_dir).resolve() / "redis.sock"
+    url = f"unix://{sock}"
+    return url if sock.exists() and _answers(url) else None
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()

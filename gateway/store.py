@@ -38,6 +38,11 @@ CLUSTER_SCHEME = "redis+cluster://"
 AnyRedis = aioredis.Redis | RedisCluster
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the client answers bytes; typing says either)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def connect(url: str) -> AnyRedis:
     """A client for `url`; `redis+cluster://host:port` opens a Redis Cluster client."""
     if url.startswith(CLUSTER_SCHEME):
@@ -79,9 +84,10 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         for order_id, record in records.items():
             pipe.hset(keys.order_bucket(order_id), str(order_id), _order_enc.encode(record))
-            if record.state == "unknown":
+            # in flight or ambiguous: listed by `orders unknown` until settled
+            if record.state in ("dispatching", "unknown"):
                 pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
-            elif record.state == "placed":
+            else:
                 pipe.srem(keys.UNKNOWN_ORDERS, order_id)
         await pipe.execute()
 
