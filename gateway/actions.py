@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -24,7 +24,8 @@ from gateway.catalog import Catalog, ServiceView
 from gateway.clients import ClientRecord
 from gateway.config import Settings
 from gateway.dialect import ItemError
-from gateway.errors import Ambiguous, ClientError, ProviderError, Rejected, Unreachable
+from gateway.errors import ClientError, ProviderError, Rejected, Unreachable
+from gateway.health import Balances, Breakers, classify, is_funds
 from gateway.ledger import Ledger
 from gateway.limits import IDEMPOTENCY_TTL_S, Answer, Claims
 from gateway.models import FINAL_REFILL_STATUSES, OrderRecord, RefillRecord
@@ -65,11 +66,15 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 
 class Gateway:
     def __init__(self, settings: Settings, store: Store, catalog: Catalog,
-                 providers: Mapping[str, ProviderClient]) -> None:
+                 providers: Mapping[str, ProviderClient], breakers: Breakers,
+                 balances: Balances) -> None:
         self.settings = settings
         self.store = store
         self.ledger = Ledger(store.redis)
         self.claims = Claims(store.redis)
+        self.breakers = breakers
+        self.balances = balances
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._client_bodies: dict[str, tuple[Any, bytes]] = {}
         self.catalog = catalog
         self.providers = providers
@@ -93,11 +98,13 @@ class Gateway:
         async def one(name: str, ids: Sequence[T]) -> dict[tuple[str, T], R | ProviderError]:
             try:
                 answer = await call(self.providers[name], ids)
-                return {(name, i): r for i, r in answer.items()}
             except ProviderError as exc:
                 log.warning("provider call failed", extra={
                     "provider": name, "error": exc.message, "raw": exc.raw})
+                await self.breakers.record(name, None, False)
                 return {(name, i): exc for i in ids}
+            self.breakers.count_success(name)
+            return {(name, i): r for i, r in answer.items()}
 
         tasks = [one(name, chunk) for name, ids in groups.items()
                  for chunk in _chunks(ids, MULTI_LIMIT)]
@@ -194,10 +201,12 @@ class Gateway:
             raise ClientError(f"Quantity more than maximal {view.max}")
         if order.runs and not view.dripfeed:
             raise ClientError("Drip-feed is not available for this service")
+        total = order.total
         choices = plan(view.candidates, Needs(
             quantity=order.quantity, runs=order.runs, family=family(view.type),
             features=view.features, max_rate=view.settings.price,
-            dripfeed_trusted=view.settings.dripfeed is True))
+            dripfeed_trusted=view.settings.dripfeed is True),
+            blocked=self._short_of_funds(view, total))
         candidates = usable(choices)
         if not candidates:
             log.warning("add: no candidate", extra={
@@ -212,6 +221,10 @@ class Gateway:
         tried: list[dict[str, str]] = []
         record: OrderRecord | None = None
         for cand in candidates:
+            gate = await self.breakers.allow(cand.provider, cand.upstream.service)
+            if not gate.allowed:
+                tried.append({"provider": cand.provider, "outcome": gate.reason or "skipped"})
+                continue
             record = OrderRecord(
                 client=client.name, service=view.id, provider=cand.provider,
                 upstream_service=cand.upstream.service, link=order.link,
@@ -220,10 +233,9 @@ class Gateway:
                 created=int(time.time()), state="dispatching", currency=self.currency,
                 ledger=ledger)
             await self.store.put_order(order_id, record)
-            outcome = await self._dispatch(cand.provider, cand.upstream.service, order,
-                                           cand.upstream.form is not None)
-            tried.append({"provider": cand.provider, "outcome": outcome[0]})
-            kind, value = outcome
+            kind, value = await self._dispatch(cand.provider, cand.upstream.service, order,
+                                               cand.upstream.form is not None)
+            tried.append({"provider": cand.provider, "outcome": kind, "probe": str(gate.probe)})
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
                 await self.store.put_order(order_id, record)
@@ -236,37 +248,62 @@ class Gateway:
                     "order": order_id, "service": view.id, "tried": tried, "error": value})
                 raise ClientError(NOT_CONFIRMED)
             if kind == "refused":
-                await self._fail(order_id, record, "refused upstream")
+                await self._fail(order_id, record, "refused upstream", client.name, charge)
                 log.info("add: refused", extra={"order": order_id, "tried": tried})
                 raise ClientError(public_message(value, cand.provider))
             # "next": a definite rejection worth trying elsewhere, or never reached
-        assert record is not None
-        await self._fail(order_id, record, "every candidate refused")
-        log.warning("add: every candidate refused", extra={
+        await self._fail(order_id, record, "every candidate refused or unavailable",
+                         client.name, charge if ledger else None)
+        log.warning("add: no candidate took it", extra={
             "order": order_id, "service": view.id, "tried": tried})
         raise ClientError(UNAVAILABLE)
 
-    async def _fail(self, order_id: int, record: OrderRecord, why: str) -> None:
+    def _short_of_funds(self, view: ServiceView, total: int) -> dict[tuple[str, str], str]:
+        """Candidates whose provider's last known balance cannot pay for this order."""
+        out: dict[tuple[str, str], str] = {}
+        for cand in view.candidates:
+            known = self.balances.in_gateway_currency(cand.provider)
+            cost = cand.cost_rate * total / money.THOUSAND
+            if known is not None and known < cost:
+                out[(cand.provider, cand.upstream.service)] = "balance too low"
+        return out
+
+    async def _fail(self, order_id: int, record: OrderRecord | None, why: str,
+                    client: str, charge: Decimal | None) -> None:
         """A definite failure: give the reservation back (once), keep the record."""
-        if record.ledger:
-            await self.ledger.credit(record.client, record.charge, "release", order_id,
-                                     note=why, settle=True)
-        record.state = "failed"
-        await self.store.put_order(order_id, record)
+        if charge is not None and (record is None or record.ledger):
+            await self.ledger.credit(client, charge, "release", order_id, note=why, settle=True)
+        if record is not None:
+            record.state = "failed"
+            await self.store.put_order(order_id, record)
 
     async def _dispatch(self, provider: str, upstream_service: str, order: AddRequest,
                         wants_form: bool) -> tuple[str, str]:
-        """Send one add; ("placed", id) | ("next", why) | ("refused", msg) | ("unknown", why)."""
+        """Send one add; ("placed", id) | ("next", why) | ("refused", msg) | ("unknown", why).
+
+        Every outcome is counted by the breakers; "not enough funds" also refreshes
+        the provider's known balance.
+        """
         try:
             upstream_id = await self.providers[provider].add(
                 order.upstream_fields(upstream_service, wants_form))
-        except Rejected as exc:
-            return ("next", exc.message) if exc.elsewhere else ("refused", exc.message)
-        except Unreachable as exc:
-            return "next", exc.message
-        except (Ambiguous, ProviderError) as exc:
+        except ProviderError as exc:
+            blame = classify(exc)
+            await self.breakers.record(provider, upstream_service, blame is None, blame)
+            if is_funds(exc):
+                self._background(self.balances.refresh(provider))
+            if isinstance(exc, Rejected):
+                return ("next", exc.message) if exc.elsewhere else ("refused", exc.message)
+            if isinstance(exc, Unreachable):
+                return "next", exc.message
             return "unknown", f"{exc.message} {exc.raw}".strip()
+        await self.breakers.record(provider, upstream_service, True)
         return "placed", upstream_id
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- status --------------------------------------------------------------
 
@@ -462,25 +499,12 @@ class Gateway:
                 return cached[1]
             total = Decimal(0)
 
-            async def one(name: str, client: ProviderClient) -> Decimal | None:
-                try:
-                    amount, currency = await client.balance()
-                    await self.store.put_balance(name, str(amount), currency)
-                except ProviderError as exc:
-                    log.warning("balance failed, using the last known",
-                                extra={"provider": name, "error": exc.message})
-                    last = await self.store.get_balance(name)
-                    if last is None:
-                        return None
-                    amount, currency = Decimal(last[0]), last[1]
-                if currency != client.currency:
-                    # prices are read in the configured currency; balances follow suit
-                    log.warning("balance currency differs from the configured one",
-                                extra={"provider": name, "says": currency})
-                return self._converter.to_gateway(amount, client.currency)
+            async def one(name: str) -> Decimal | None:
+                await self.balances.refresh(name)
+                return self.balances.in_gateway_currency(name)
 
             for value in await asyncio.gather(
-                    *(one(n, c) for n, c in self.providers.items())):
+                    *(one(n) for n in self.providers)):
                 if value is not None:
                     total += value
             answer = {"balance": money.wire(total), "currency": self.currency}

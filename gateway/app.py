@@ -23,6 +23,7 @@ from gateway.catalog import Catalog
 from gateway.clients import ClientRecord, Directory
 from gateway.config import Settings
 from gateway.errors import AuthError, ClientError, NotFound
+from gateway.health import Balances, Breakers
 from gateway.limits import RateLimiter
 from gateway.provider import ProviderClient
 from gateway.store import Store, connect
@@ -171,9 +172,14 @@ def create_app(settings: Settings, redis_url: str) -> Litestar:
             await directory.import_config(settings.clients)
             app.state.directory = directory
             app.state.limiter = RateLimiter(store.redis)
-            app.state.gateway = Gateway(settings, store, catalog, providers)
+            breakers = Breakers(store.redis, settings.gateway)
+            balances = Balances(store, providers, settings.gateway)
+            await balances.start()
+            app.state.gateway = Gateway(settings, store, catalog, providers, breakers, balances)
             yield
         finally:
+            if hasattr(app.state, "gateway"):
+                await app.state.gateway.balances.stop()
             await catalog.stop()
             for client in providers.values():
                 await client.aclose()

@@ -40,6 +40,11 @@ class GatewaySettings(_Config, kw_only=True):
     catalog_ttl_s: float = 300.0
     balance_cache_s: float = 30.0
     status_cache_s: float = 30.0  # repeat polls within this answer from Redis; 0 = off
+    balance_refresh_s: float = 60.0  # upstream balances refreshed in the background; 0 = off
+    breaker_window_s: float = 60.0
+    breaker_min_requests: int = 5
+    breaker_threshold: float = 0.5  # failure rate that opens a breaker
+    breaker_cooldown_s: float = 30.0  # open -> one probe after this
     transport: TransportName = "aiohttp"
     log_level: str = "INFO"
 

@@ -83,3 +83,16 @@ def auth_failures(address: str) -> str:
 def once(client_name: str, token: str) -> str:
     """An Idempotency-Key or duplicate-window claim of one client."""
     return f"{PREFIX}{{c:{client_name}}}:once:{token}"
+
+
+# --- provider health (issue: routing that survives real providers) -------------
+
+
+def breaker(provider: str, service: str | None = None) -> str:
+    """Circuit breaker of a provider, or of one of its services (same hash tag)."""
+    base = f"{PREFIX}brk:{{{provider}}}"
+    return base if service is None else f"{base}:svc:{service}"
+
+
+def balance_lock(provider: str) -> str:
+    return f"{PREFIX}bal:{{{provider}}}:lock"

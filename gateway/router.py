@@ -6,7 +6,7 @@ I/O, so every rule here is tested with plain tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -65,10 +65,17 @@ def _skip_reason(c: Candidate, needs: Needs) -> str | None:
     return None
 
 
-def plan(candidates: Iterable[Candidate], needs: Needs) -> list[Choice]:
-    """Every candidate cheapest first, each with None or the reason it is skipped."""
+def plan(candidates: Iterable[Candidate], needs: Needs,
+         blocked: Mapping[tuple[str, str], str] | None = None) -> list[Choice]:
+    """Every candidate cheapest first, each with None or the reason it is skipped.
+
+    `blocked` carries reasons the caller knows from shared state, by (provider,
+    upstream service): "balance too low", "breaker open".
+    """
     ordered = sorted(candidates, key=lambda c: c.cost_rate)
-    return [Choice(c, _skip_reason(c, needs)) for c in ordered]
+    blocked = blocked or {}
+    return [Choice(c, _skip_reason(c, needs)
+                   or blocked.get((c.provider, c.upstream.service))) for c in ordered]
 
 
 def usable(choices: Iterable[Choice]) -> list[Candidate]:
