@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from gateway import money
-from gateway.catalog import Catalog, ServiceView
+from gateway.catalog import Catalog, ServiceView, etag
 from gateway.clients import ClientRecord
 from gateway.config import Settings
 from gateway.dialect import ItemError
@@ -75,7 +75,7 @@ class Gateway:
         self.breakers = breakers
         self.balances = balances
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._client_bodies: dict[str, tuple[Any, bytes]] = {}
+        self._client_bodies: dict[str, tuple[Any, tuple[bytes, str]]] = {}
         self.catalog = catalog
         self.providers = providers
         self.currency = settings.gateway.currency
@@ -136,10 +136,11 @@ class Gateway:
 
     # --- services ------------------------------------------------------------
 
-    def services(self, client: ClientRecord) -> bytes:
-        """The `services` answer, pre-encoded; per client only if it has its own prices."""
+    def services(self, client: ClientRecord) -> tuple[bytes, str]:
+        """The `services` answer, pre-encoded, and its ETag; per client only if it has
+        its own prices or services."""
         if client.plain:
-            return self.catalog.body
+            return self.catalog.body, self.catalog.etag
         signature = (self.catalog.version, client.markup,
                      tuple(sorted(client.prices.items())), tuple(client.services or ()))
         cached = self._client_bodies.get(client.name)
@@ -148,8 +149,8 @@ class Gateway:
         body = msgspec.json.encode([
             {**view.answer(), "rate": money.wire(client.rate(view.id, view.rate))}
             for view in self.catalog.views.values() if client.allows(view.id)])
-        self._client_bodies[client.name] = (signature, body)
-        return body
+        self._client_bodies[client.name] = (signature, (body, etag(body)))
+        return body, etag(body)
 
     # --- add -----------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class Gateway:
         total = order.total
         choices = plan(view.candidates, Needs(
             quantity=order.quantity, runs=order.runs, family=family(view.type),
-            features=view.features, max_rate=view.settings.price,
+            features=view.features, max_rate=view.max_cost,
             dripfeed_trusted=view.settings.dripfeed is True),
             blocked=self._short_of_funds(view, total))
         candidates = usable(choices)

@@ -38,7 +38,8 @@ _dec = msgspec.json.Decoder()
 Handler = Callable[[Gateway, ClientRecord, Mapping[str, str]], Awaitable[Any]]
 
 
-async def _services(gw: Gateway, client: ClientRecord, fields: Mapping[str, str]) -> bytes:
+async def _services(gw: Gateway, client: ClientRecord,
+                    fields: Mapping[str, str]) -> tuple[bytes, str]:
     return gw.services(client)
 
 
@@ -138,8 +139,12 @@ async def api_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
     if handler is None:
         raise ClientError("Incorrect request: unknown action")
     result = await handler(state.gateway, client, fields)
-    body = result if isinstance(result, bytes) else _enc.encode(result)
-    return Response(body, media_type=JSON)
+    if isinstance(result, tuple):  # pre-encoded with its ETag (`services`)
+        body, tag = result
+        if request.headers.get("if-none-match") == tag:
+            return Response(b"", status_code=304, headers={"ETag": tag})
+        return Response(body, media_type=JSON, headers={"ETag": tag})
+    return Response(_enc.encode(result), media_type=JSON)
 
 
 @get(["/api/v2", "/api/v2/"], include_in_schema=False)

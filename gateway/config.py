@@ -37,7 +37,12 @@ class GatewaySettings(_Config, kw_only=True):
     error_status: ErrorStatus = "standard"
     order_id_start: int = 1000
     refill_id_start: int = 1000
-    catalog_ttl_s: float = 300.0
+    catalog_ttl_s: float = 300.0  # soft TTL: a list this old is refreshed (with jitter)
+    catalog_max_stale_s: float = 86400.0  # hard TTL: an older list is not routed to
+    catalog_grace_s: float = 86400.0  # a vanished upstream service stays advertised this long
+    min_margin: Decimal = Decimal(0)  # `price` services: cost <= price x (1 - min_margin)
+    max_rate_change: Decimal | None = Decimal("0.5")  # hold a markup rate that jumps more
+    mirror_id_start: int = 100000
     balance_cache_s: float = 30.0
     status_cache_s: float = 30.0  # repeat polls within this answer from Redis; 0 = off
     balance_refresh_s: float = 60.0  # upstream balances refreshed in the background; 0 = off
@@ -79,6 +84,15 @@ class UpstreamRef(_Config, kw_only=True):
         return str(self.service)
 
 
+class MirrorSettings(_Config, kw_only=True):
+    """Expose a provider's catalog (or part of it) under gateway ids that never change."""
+
+    provider: str
+    categories: list[str] | None = None
+    name_pattern: str | None = None  # a regular expression searched in the service name
+    markup: Decimal | None = None
+
+
 class ServiceSettings(_Config, kw_only=True):
     id: int
     name: str
@@ -98,6 +112,7 @@ class Settings(_Config, kw_only=True):
     clients: list[ClientSettings] = []
     providers: list[ProviderSettings] = []
     services: list[ServiceSettings] = []
+    mirror: list[MirrorSettings] = []
 
     def provider(self, name: str) -> ProviderSettings:
         for p in self.providers:
@@ -243,6 +258,19 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
                      f"unknown provider {ref.provider!r}")
     if s.gateway.markup <= 0:
         fail(["gateway", "markup"], "markup must be positive")
+    if not Decimal(0) <= s.gateway.min_margin < Decimal(1):
+        fail(["gateway", "min_margin"], "min_margin is a fraction: 0 <= min_margin < 1")
+    for i, m in enumerate(s.mirror):
+        if m.provider not in names:
+            fail(["mirror", i, "provider"], f"unknown provider {m.provider!r}")
+        if m.name_pattern is not None:
+            try:
+                re.compile(m.name_pattern)
+            except re.error as exc:
+                fail(["mirror", i, "name_pattern"], f"not a regular expression: {exc}")
+    if s.mirror and ids and max(ids) >= s.gateway.mirror_id_start:
+        fail(["gateway", "mirror_id_start"],
+             "mirror_id_start must be above every configured service id")
 
 
 def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:

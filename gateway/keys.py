@@ -96,3 +96,10 @@ def breaker(provider: str, service: str | None = None) -> str:
 
 def balance_lock(provider: str) -> str:
     return f"{PREFIX}bal:{{{provider}}}:lock"
+
+
+# --- catalog ------------------------------------------------------------------
+
+PUBLISHED_RATES = PREFIX + "rates"  # service id -> the advertised rate last confirmed
+MIRROR_IDS = PREFIX + "{mirror}:ids"  # "provider:upstream id" -> gateway id, for ever
+MIRROR_SEQ = PREFIX + "{mirror}:seq"

@@ -40,11 +40,19 @@ class UpstreamService(msgspec.Struct, array_like=True, omit_defaults=True):
     form: Any = None
 
 
+class Missing(msgspec.Struct, array_like=True):
+    """A service a provider stopped listing, remembered for the grace period."""
+
+    service: UpstreamService
+    since: float
+
+
 class CatalogEntry(msgspec.Struct, array_like=True):
-    """A provider's list as cached in Redis."""
+    """A provider's list as cached in Redis, with what it recently stopped listing."""
 
     fetched_at: float
     services: list[UpstreamService]
+    missing: list[Missing] = []
 
 
 class UpstreamStatus(msgspec.Struct):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any, cast
 
 import msgspec
@@ -151,6 +152,22 @@ class Store:
 
     async def put_catalog(self, provider: str, entry: CatalogEntry) -> None:
         await self.redis.set(keys.catalog(provider), _order_enc.encode(entry))
+
+    async def published_rates(self) -> dict[int, Decimal]:
+        raw = await self.redis.hgetall(keys.PUBLISHED_RATES)
+        return {int(k): Decimal(text(v)) for k, v in raw.items()}
+
+    async def publish_rates(self, rates: Mapping[int, Decimal]) -> None:
+        await self.redis.hset(keys.PUBLISHED_RATES,
+                              mapping={str(k): str(v) for k, v in rates.items()})
+
+    async def confirm_rate(self, service_id: int) -> bool:
+        """Forget the confirmed rate: the next rebuild publishes the computed one."""
+        return bool(await self.redis.hdel(keys.PUBLISHED_RATES, str(service_id)))
+
+    async def mirror_ids(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(keys.MIRROR_IDS)
+        return {text(k): int(v) for k, v in raw.items()}
 
     async def try_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(await self.redis.set(key, token, nx=True, px=ttl_ms))

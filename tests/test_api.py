@@ -36,8 +36,9 @@ def test_services_are_computed_from_live_candidate_lists(stack):
     assert r.status_code == 200
     assert_no_leak(r.text)
     services = {s["service"]: s for s in r.json()}
-    # 9 is listed by no provider; 10's price is below every candidate's cost
-    assert sorted(services) == [1, 2, 3, 4, 5, 6, 7, 8]
+    # 9 is listed by no provider; 10 is, but below its cost (it stays, takes no orders)
+    assert sorted(services) == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+    assert services[10]["rate"] == "0.00100"
     f = services[1]
     assert f == {"service": 1, "name": "Followers", "type": "Default", "category": "TikTok",
                  "rate": "0.60000", "min": "20", "max": "10000", "refill": True,
@@ -587,10 +588,11 @@ def test_catalog_refreshes_in_the_background_and_guards_a_fixed_price(
                 break
             time.sleep(0.2)
         assert rates[2] == "0.15000"
-        assert 3 not in rates, "never advertise a fixed price below every candidate's cost"
+        assert rates[3] == "0.05000", "a fixed price stays listed (panels drop what vanishes)"
         r = gw.post(action="add", service=3, link="l", quantity=1000)
-        assert r.json() == {"error": "Incorrect service ID"}
-        assert adds(a) == []
+        assert r.json() == {"error": "Service is temporarily unavailable, try again later"}
+        assert adds(a) == [], "never routed to a candidate that costs more than the price"
+        assert "over price" in gw.log()
     finally:
         gw.stop()
 

@@ -174,7 +174,7 @@ def test_client_prices_and_allowed_services(pair):
     assert one.call(key=key, action="status", order=order)["charge"] == "0.60000"
     assert balance(one, key) == "4.40000"
     # the owner still sees the whole catalog at the gateway's prices
-    assert len(one.call(action="services")) == 8
+    assert len(one.call(action="services")) == 9
 
 
 def test_rate_limit_is_shared_by_replicas(pair):

@@ -12,7 +12,7 @@ import pytest
 from conftest import Gateway, Sim, base_config
 
 FAST_BREAKER = {"breaker_min_requests": 3, "breaker_threshold": 0.5,
-                "breaker_cooldown_s": 2, "breaker_window_s": 60}
+                "breaker_cooldown_s": 4, "breaker_window_s": 60}
 
 
 @pytest.fixture
@@ -58,13 +58,13 @@ def test_half_open_probe_closes_on_success_and_reopens_on_failure(pair):
     one, two, a, b = pair
     order = add(one)["order"]
     trip(one, b, order)
-    time.sleep(2.1)  # cooldown
+    time.sleep(4.1)  # cooldown
     add(two)  # the probe: goes to prov-b and succeeds
     assert len(b.orders()) == 2
     add(one)  # closed again: prov-b is the cheapest
     assert len(b.orders()) == 3 and len(a.orders()) == 0
     trip(one, b, order)
-    time.sleep(2.1)
+    time.sleep(4.1)
     b.control("fault", {"fault": "drop", "rate": 1.0})
     assert "could not be confirmed" in one.call(
         action="add", service=1, link="https://t/x", quantity=100)["error"]

@@ -1,0 +1,59 @@
+"""The benchmark suite runs end to end in its smoke mode, so it cannot rot.
+
+This checks that `python -m bench --smoke` starts and stops everything, measures
+every kind of cell and target, and writes well-formed JSON, Markdown and PNG. It
+does not check the figures: those depend on the machine (`make bench` is where
+they are judged).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_SCENARIOS = {"services", "status", "status_cached", "add", "refill", "multi_status",
+                   "mixed"}
+TARGET_KINDS = {"added_latency", "throughput", "vs_bare", "upstream_calls", "multi_latency",
+                "c1000", "workers", "redis_memory", "soak"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    doc = json.loads((out / "latest.json").read_text())
+    assert {"meta", "cells", "targets", "summary", "redis_memory", "soak"} <= doc.keys()
+    assert doc["meta"]["mode"] == "smoke"
+    assert {c["scenario"] for c in doc["cells"]} == SMOKE_SCENARIOS
+    for cell in doc["cells"]:
+        measured = cell["rounds"]
+        assert measured or cell["unavailable"], cell["key"]
+        for target, runs in measured.items():
+            for r in runs:
+                assert r["requests"] > 0, (cell["key"], target)
+                assert r["gen_cpu_pct"] >= 0 and r["server_cpu_us_per_req"] is not None
+    kinds = {t["kind"] for t in doc["targets"]}
+    assert kinds == TARGET_KINDS
+    assert all(t["figure"] for t in doc["targets"])
+    assert doc["redis_memory"]["orders"] == 10_000
+    assert doc["redis_memory"]["bytes_per_order"] > 0
+    assert doc["soak"]["samples"]
+
+    md = (out / "latest.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    for cell in doc["cells"]:
+        assert any(row.startswith(f"| {cell['title']} |") or cell["title"] in row
+                   for row in rows), cell["title"]
+    for t in doc["targets"]:
+        assert any(row.startswith(f"| {t['target']} |") for row in rows), t["target"]
+    assert "## Targets" in md and "## Redis memory" in md and "## Soak" in md
+
+    png = (out / "latest.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+    assert not list(out.glob("*.tmp"))
