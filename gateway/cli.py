@@ -126,6 +126,55 @@ def admin(data_dir: str, command: Callable[[AnyRedis], Awaitable[list[str]]]) ->
         return asyncio.run(run(url))
 
 
+def catalog_command(args: argparse.Namespace) -> int:
+    """`route` and `catalog ...`: they need the config as well as the shared Redis."""
+    settings = _load(args.config)
+    if args.command == "catalog" and args.sub == "suggest":
+        return asyncio.run(suggest(settings, args.first_id))
+
+    async def command(redis: AnyRedis) -> list[str]:
+        from gateway.explain import Context, route, show
+        from gateway.store import Store
+
+        if args.command == "catalog" and args.sub == "confirm":
+            if await Store(redis).confirm_rate(args.service):
+                return [f"service {args.service}: the current rate will be advertised "
+                        "(every replica within a few seconds)"]
+            return [f"service {args.service}: no rate on record; nothing to confirm"]
+        async with Context(settings, redis) as ctx:
+            if args.command == "route":
+                return await route(ctx, args.service, args.quantity, args.runs)
+            return await show(ctx)
+
+    return admin(args.data_dir, command)
+
+
+async def suggest(settings: Settings, first_id: int) -> int:
+    from gateway.errors import ProviderError
+    from gateway.money import Converter
+    from gateway.provider import ProviderClient
+    from gateway.suggest import group, progress, to_yaml
+
+    clients = {p.name: ProviderClient.from_settings(p, settings.gateway.transport)
+               for p in settings.providers}
+    lists = {}
+    try:
+        progress(0, len(clients), "")
+        for n, (name, client) in enumerate(clients.items(), start=1):
+            try:
+                lists[name] = await client.services()
+            except ProviderError as exc:
+                print(f"\n{name}: {exc.message}", file=sys.stderr)
+            progress(n, len(clients), name)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    groups = group(lists, Converter(settings.gateway),
+                   {p.name: p.currency for p in settings.providers})
+    print(to_yaml(groups, settings.gateway.currency, first_id), end="")
+    return 0
+
+
 def demo(port: int, data_dir: str) -> None:
     from gateway.demo import write_demo
 
@@ -216,7 +265,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     for q in ksub.choices.values():
         q.add_argument("--data-dir", default=DEFAULT_DATA)
 
+    p = sub.add_parser("route", help="explain where an order would go now, and why")
+    p.add_argument("service", type=int)
+    p.add_argument("quantity", type=int)
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--data-dir", default=DEFAULT_DATA)
+
+    p = sub.add_parser("catalog", help="the gateway catalog: show, suggest, confirm")
+    csub = p.add_subparsers(dest="sub", required=True)
+    csub.add_parser("show", help="every service, its candidates and the next pick")
+    q = csub.add_parser("suggest", help="propose equivalent services across providers (YAML)")
+    q.add_argument("--first-id", type=int, default=1)
+    q = csub.add_parser("confirm", help="accept a held rate change of a service")
+    q.add_argument("service", type=int)
+    for q in csub.choices.values():
+        q.add_argument("--config", default=DEFAULT_CONFIG)
+        q.add_argument("--data-dir", default=DEFAULT_DATA)
+
     args = parser.parse_args(argv)
+    if args.command in ("route", "catalog"):
+        raise SystemExit(catalog_command(args))
     if args.command == "serve":
         serve(args.config, args.host, args.port, args.workers, args.data_dir)
     elif args.command == "demo":

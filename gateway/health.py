@@ -187,6 +187,19 @@ class Breakers:
         value = await self._redis.hget(keys.breaker(provider, service), "state")
         return text(value) if value is not None else "closed"
 
+    async def describe(self, provider: str, service: str) -> str:
+        """What an `add` would meet now, without changing anything: "closed", "open",
+        "open, probe due" (cooldown over) or "half-open" (a probe is out)."""
+        for key in (keys.breaker(provider), keys.breaker(provider, service)):
+            state, since = await self._redis.hmget(key, ["state", "since"])
+            if state is None or text(state) == "closed":
+                continue
+            if text(state) == "half":
+                return "half-open"
+            cooled = time.time() * 1000 - int(since or 0) >= self._s.breaker_cooldown_s * 1000
+            return "open, probe due" if cooled else "open"
+        return "closed"
+
 
 class Balances:
     """Last known upstream balances, shared through Redis, refreshed in the background."""
