@@ -508,6 +508,9 @@ def test_balance_sums_upstreams_in_the_gateway_currency(sims, fresh_redis, tmp_p
     gw = Gateway(config, fresh_redis, tmp_path)
     try:
         assert gw.call(action="balance") == {"balance": "32.50000", "currency": "USD"}
+        # prices too: prov-b's followers cost 0.40 EUR = 0.44 USD, still under prov-a's 0.50
+        followers = next(s for s in gw.call(action="services") if s["service"] == 1)
+        assert followers["rate"] == "0.66000"  # 0.44 x 1.5
     finally:
         gw.stop()
 

@@ -143,3 +143,17 @@ def test_one_catalog_refresh_across_replicas(sims, fresh_redis, tmp_path):
     assert len(times) >= 3
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.8, f"two replicas fetched the same refresh: {gaps}"
+
+
+def test_a_service_specific_failure_opens_only_that_services_breaker(pair):
+    one, two, a, b = pair
+    b.control("reject", {"error": "Service is disabled", "count": 3})
+    for _ in range(3):
+        assert "order" in add(one)  # each failed over to prov-a
+    assert len(a.orders()) == 3
+    asked = len(b.requests("add"))
+    assert "order" in add(two)
+    assert len(b.requests("add")) == asked, "prov-b's followers are skipped"
+    comments = two.call(action="add", service=4, link="l", comments="a\nb\nc")
+    assert "order" in comments
+    assert b.orders()[-1]["service"] == 14, "prov-b itself is healthy: its comments still go"
