@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -257,3 +258,20 @@ def stack(sims: tuple[Sim, Sim], fresh_redis: str,
         yield gw, a, b
     finally:
         gw.stop()
+
+
+@contextmanager
+def two_gateways(sims: tuple[Sim, Sim], redis_url: str, tmp: Path,
+                 **gateway: Any) -> Iterator[tuple[Gateway, Gateway, Sim, Sim]]:
+    """Two gateway processes (replicas) over one Redis database and both simulators."""
+    a, b = sims
+    a.reset()
+    b.reset()
+    config = base_config(a, b, **gateway)
+    one = Gateway(config, redis_url, tmp / "one")
+    two = Gateway(config, redis_url, tmp / "two", flush=False)
+    try:
+        yield one, two, a, b
+    finally:
+        one.stop()
+        two.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, Gateway, Sim, base_config
+from conftest import ROOT, Gateway, Sim, two_gateways
 
 NO_FUNDS = {"error": "Not enough funds on balance"}
 
@@ -33,18 +33,8 @@ def create_client(redis_url: str, name: str, *args: str) -> str:
 @pytest.fixture
 def pair(sims: tuple[Sim, Sim], fresh_redis: str,
          tmp_path: Path) -> Iterator[tuple[Gateway, Gateway, Sim, Sim]]:
-    """Two gateway processes over one Redis database."""
-    a, b = sims
-    a.reset()
-    b.reset()
-    config = base_config(a, b)
-    one = Gateway(config, fresh_redis, tmp_path / "one")
-    two = Gateway(config, fresh_redis, tmp_path / "two", flush=False)
-    try:
-        yield one, two, a, b
-    finally:
-        one.stop()
-        two.stop()
+    with two_gateways(sims, fresh_redis, tmp_path) as stack:
+        yield stack
 
 
 def balance(gw: Gateway, key: str) -> str:

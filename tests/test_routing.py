@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, Sim, base_config
+from conftest import Gateway, Sim, base_config, two_gateways
 
 FAST_BREAKER = {"breaker_min_requests": 3, "breaker_threshold": 0.5,
                 "breaker_cooldown_s": 4, "breaker_window_s": 60}
@@ -18,17 +18,8 @@ FAST_BREAKER = {"breaker_min_requests": 3, "breaker_threshold": 0.5,
 @pytest.fixture
 def pair(sims: tuple[Sim, Sim], fresh_redis: str,
          tmp_path: Path) -> Iterator[tuple[Gateway, Gateway, Sim, Sim]]:
-    a, b = sims
-    a.reset()
-    b.reset()
-    config = base_config(a, b, **FAST_BREAKER)
-    one = Gateway(config, fresh_redis, tmp_path / "one")
-    two = Gateway(config, fresh_redis, tmp_path / "two", flush=False)
-    try:
-        yield one, two, a, b
-    finally:
-        one.stop()
-        two.stop()
+    with two_gateways(sims, fresh_redis, tmp_path, **FAST_BREAKER) as stack:
+        yield stack
 
 
 def add(gw: Gateway, service: int = 1, quantity: int = 100) -> dict:
