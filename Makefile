@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test serve lint clean
+.PHONY: run test serve lint clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ serve: $(STAMP)  ## the gateway with providers.yaml
 
 test: $(STAMP)  ## the whole suite (real Redis, real simulator processes)
 	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
+	$(PY) -m bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests

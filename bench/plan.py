@@ -1,0 +1,65 @@
+"""Which cells a run measures: the full matrix, or the smoke subset.
+
+Full: every scenario at concurrency 1 (latency) and 64 (throughput), upstream
+latency 0 ms (CPU-bound) and 100 ms, on direct, nginx and the gateway; the bare
+litestar app next to `services`; two gateway workers next to the CPU-bound
+throughput cells; 1,000 clients at 100 ms, closed loop and paced.
+
+Smoke: one cell of each kind, so every code path (each target, each target
+verdict, both Lua modes, pacing, fixtures of every sort) runs in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from bench.measure import BARE, DIRECT, GATEWAY, GATEWAY_2W, NGINX, Cell
+from bench.scenarios import SCENARIOS
+
+LATENCIES = (0, 100)
+CONCURRENCIES = (1, 64)
+C1000 = 1000
+C1000_PACE_MS = 900  # with 100 ms upstream: each client polls about once a second
+SMOKE_PACE_MS = 300  # same code path, shorter ramp
+WORKER_SCENARIOS = ("services", "status", "add")
+EXTRAS = ("c1000", "redis_memory", "soak")
+REFS = (DIRECT, NGINX, GATEWAY)
+
+
+def full(only: Collection[str] | None = None) -> list[Cell]:
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    cells = []
+    for latency in LATENCIES:
+        for scenario in SCENARIOS:
+            if not wanted(scenario):
+                continue
+            for conc in CONCURRENCIES:
+                targets = list(REFS)
+                if latency == 0 and scenario == "services":
+                    targets.append(BARE)
+                if latency == 0 and conc == 64 and scenario in WORKER_SCENARIOS:
+                    targets.append(GATEWAY_2W)
+                cells.append(Cell(scenario, latency, conc, tuple(targets)))
+    if wanted("c1000"):
+        cells.append(Cell("status", 100, C1000, REFS))
+        cells.append(Cell("status", 100, C1000, REFS, pace_ms=C1000_PACE_MS))
+    return cells
+
+
+def smoke(only: Collection[str] | None = None) -> list[Cell]:
+    cells = [
+        Cell("services", 0, 64, (DIRECT, NGINX, GATEWAY, BARE, GATEWAY_2W)),
+        Cell("status_cached", 0, 64, (GATEWAY,)),
+        Cell("status", 0, 1, REFS),
+        Cell("add", 0, 1, (DIRECT, GATEWAY)),
+        Cell("refill", 0, 64, (GATEWAY,)),
+        Cell("multi_status", 0, 1, (DIRECT, GATEWAY)),
+        Cell("mixed", 0, 64, (GATEWAY,)),
+        Cell("status", 100, C1000, (GATEWAY,), pace_ms=SMOKE_PACE_MS),
+    ]
+    if only:
+        cells = [c for c in cells if c.scenario in only
+                 or ("c1000" in only and c.concurrency >= C1000)]
+    return cells
