@@ -101,9 +101,9 @@ class Gateway:
             except ProviderError as exc:
                 log.warning("provider call failed", extra={
                     "provider": name, "error": exc.message, "raw": exc.raw})
-                await self.breakers.record(name, None, False)
+                await self.breakers.failure(name, None)
                 return {(name, i): exc for i in ids}
-            self.breakers.count_success(name)
+            await self.breakers.success(name)
             return {(name, i): r for i, r in answer.items()}
 
         tasks = [one(name, chunk) for name, ids in groups.items()
@@ -235,7 +235,7 @@ class Gateway:
                 ledger=ledger)
             await self.store.put_order(order_id, record)
             kind, value = await self._dispatch(cand.provider, cand.upstream.service, order,
-                                               cand.upstream.form is not None)
+                                               cand.upstream.form is not None, gate.probe)
             tried.append({"provider": cand.provider, "outcome": kind, "probe": str(gate.probe)})
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
@@ -279,7 +279,7 @@ class Gateway:
             await self.store.put_order(order_id, record)
 
     async def _dispatch(self, provider: str, upstream_service: str, order: AddRequest,
-                        wants_form: bool) -> tuple[str, str]:
+                        wants_form: bool, probe: bool) -> tuple[str, str]:
         """Send one add; ("placed", id) | ("next", why) | ("refused", msg) | ("unknown", why).
 
         Every outcome is counted by the breakers; "not enough funds" also refreshes
@@ -290,7 +290,10 @@ class Gateway:
                 order.upstream_fields(upstream_service, wants_form))
         except ProviderError as exc:
             blame = classify(exc)
-            await self.breakers.record(provider, upstream_service, blame is None, blame)
+            if blame is None:  # the order's own fault: the provider answered sanely
+                await self.breakers.success(provider, upstream_service, probe)
+            else:
+                await self.breakers.failure(provider, upstream_service, blame)
             if is_funds(exc):
                 self._background(self.balances.refresh(provider))
             if isinstance(exc, Rejected):
@@ -298,7 +301,7 @@ class Gateway:
             if isinstance(exc, Unreachable):
                 return "next", exc.message
             return "unknown", f"{exc.message} {exc.raw}".strip()
-        await self.breakers.record(provider, upstream_service, True)
+        await self.breakers.success(provider, upstream_service, probe)
         return "placed", upstream_id
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:

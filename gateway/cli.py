@@ -91,6 +91,7 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> Non
         uvicorn.run("gateway.cli:app_factory", factory=True, host=host, port=port,
                     workers=workers if workers > 1 else None, loop="uvloop",
                     http="httptools", lifespan="on", access_log=False, log_config=None,
+                    proxy_headers=False, server_header=False,
                     timeout_graceful_shutdown=10)
 
 

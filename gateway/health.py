@@ -155,16 +155,20 @@ class Breakers:
             return Gate(False, reason="breaker open" + (" (service)" if int(which) == 2 else ""))
         return Gate(True, probe=int(verdict) == 2)
 
-    async def record(self, provider: str, service: str | None, ok: bool,
-                     blame: Blame | None = "provider") -> None:
-        """Count one outcome now (for writes, and for every failure)."""
-        key = keys.breaker(provider, service if blame == "service" else None)
-        await self._send(key, 1 if ok else 0, 0 if ok else 1)
-        if ok and service is not None:  # a success also heals a half-open service breaker
-            await self._send(keys.breaker(provider, service), 1, 0)
+    async def failure(self, provider: str, service: str | None,
+                      blame: Blame = "provider") -> None:
+        """Count a failure now: a trip must be seen by every replica's next request."""
+        await self._send(keys.breaker(provider, service if blame == "service" else None), 0, 1)
 
-    def count_success(self, provider: str) -> None:
-        """Count a read's success; flushed with others within FLUSH_S."""
+    async def success(self, provider: str, service: str | None = None,
+                      probe: bool = False) -> None:
+        """Count a success: at once for a probe (it closes the breaker), else batched
+        with others and flushed within FLUSH_S."""
+        if probe:
+            await self._send(keys.breaker(provider), 1, 0)
+            if service is not None:
+                await self._send(keys.breaker(provider, service), 1, 0)
+            return
         self._pending[keys.breaker(provider)][0] += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_soon())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -34,11 +35,19 @@ from gateway.transport import Transport, make_transport
 log = logging.getLogger("gateway.provider")
 
 READ_ATTEMPTS = 3
+FIRST_BACKOFF_S = 0.1
 WRITE_ATTEMPTS = 2
 MAX_BACKOFF_S = 5.0
 MULTI_LIMIT = 100
 
 _backoff = wait_exponential_jitter(initial=0.1, max=MAX_BACKOFF_S, jitter=0.2)
+
+
+def _first_wait(exc: BaseException) -> float:
+    """The wait before the second attempt: the server's Retry-After, or a jittered start."""
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_BACKOFF_S)
+    return FIRST_BACKOFF_S * (1 + random.random())
 
 
 def _wait(state: RetryCallState) -> float:
@@ -77,9 +86,13 @@ class ProviderClient:
         return dialect.decode(raw.status, raw.body, raw.headers)
 
     async def _read(self, fields: dict[str, str]) -> Any:
+        try:  # the common case pays for no retry machinery
+            return await self._once(fields)
+        except (Unreachable, Ambiguous, Unavailable) as exc:
+            await asyncio.sleep(_first_wait(exc))
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((Unreachable, Ambiguous, Unavailable)),
-            stop=stop_after_attempt(READ_ATTEMPTS) | stop_after_delay(self._timeout_s * 2),
+            stop=stop_after_attempt(READ_ATTEMPTS - 1) | stop_after_delay(self._timeout_s * 2),
             wait=_wait,
             reraise=True,
         )
@@ -89,20 +102,27 @@ class ProviderClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, fields: dict[str, str]) -> Any:
+        try:  # the common case pays for no retry machinery
+            return await self._once_write(fields)
+        except Unreachable as exc:
+            await asyncio.sleep(_first_wait(exc))
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(Unreachable),
-            stop=stop_after_attempt(WRITE_ATTEMPTS),
+            stop=stop_after_attempt(WRITE_ATTEMPTS - 1),
             wait=_wait,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                try:
-                    return await self._once(fields)
-                except Unavailable as exc:
-                    # a 5xx to a write may still have created it: never resend
-                    raise Ambiguous(exc.message, exc.raw) from exc
+                return await self._once_write(fields)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once_write(self, fields: dict[str, str]) -> Any:
+        try:
+            return await self._once(fields)
+        except Unavailable as exc:
+            # a 5xx to a write may still have created it: never resend
+            raise Ambiguous(exc.message, exc.raw) from exc
 
     # --- actions -------------------------------------------------------------
 

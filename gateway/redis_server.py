@@ -78,6 +78,9 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
             "--bind", "127.0.0.1",
+            # order buckets (128 records of ~140 bytes) stay compact listpacks
+            "--hash-max-ziplist-value", "256",
+            "--hash-max-ziplist-entries", "256",
         ]
         if self.port is None and len(str(sock)) < 100:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]

@@ -8,6 +8,7 @@ sequence floor is a Lua script.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,7 @@ return 1
 """
 
 CLUSTER_SCHEME = "redis+cluster://"
+ID_BLOCK = 16  # order ids a process takes from the counter at once
 
 AnyRedis = aioredis.Redis | RedisCluster
 
@@ -44,11 +46,22 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def connect(url: str) -> AnyRedis:
-    """A client for `url`; `redis+cluster://host:port` opens a Redis Cluster client."""
+POOL_SIZE = 256
+POOL_WAIT_S = 10.0
+
+
+def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
+    """A client for `url`; `redis+cluster://host:port` opens a Redis Cluster client.
+
+    The pool blocks (up to POOL_WAIT_S) when all its connections are busy rather
+    than failing: under a burst of clients requests queue for a connection.
+    """
     if url.startswith(CLUSTER_SCHEME):
-        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):])
-    return aioredis.Redis.from_url(url)
+        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):],
+                                     max_connections=pool_size)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=POOL_WAIT_S)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _by_bucket(ids: Iterable[int], bucket: Any) -> dict[str, list[int]]:
@@ -62,6 +75,8 @@ class Store:
     def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
         self._floor = redis.register_script(_FLOOR)
+        self._ids: list[int] = []
+        self._id_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -76,7 +91,16 @@ class Store:
     # --- orders --------------------------------------------------------------
 
     async def next_order_id(self) -> int:
-        return int(await self.redis.incr(keys.ORDER_SEQ))
+        """The next id from the shared counter, taken ID_BLOCK at a time per process.
+
+        Ids stay unique across replicas and never go backwards in one process; a
+        restart leaves the rest of its block unused.
+        """
+        async with self._id_lock:
+            if not self._ids:
+                last = int(await self.redis.incrby(keys.ORDER_SEQ, ID_BLOCK))
+                self._ids = list(range(last, last - ID_BLOCK, -1))
+            return self._ids.pop()
 
     async def put_order(self, order_id: int, record: OrderRecord) -> None:
         await self.put_orders({order_id: record})

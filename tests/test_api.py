@@ -563,7 +563,7 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
         assert status["status"] == "Pending" and status["charge"] == "0.06000"
         second = httpx.post(url, data={"key": "alice-key", "action": "add", "service": "1",
                                        "link": "l", "quantity": "100"}).json()["order"]
-        assert second == first + 1
+        assert second > first, "the counter lives in Redis: ids never repeat"
     finally:
         proc.terminate()
         proc.wait(timeout=20)
