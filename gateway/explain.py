@@ -60,7 +60,7 @@ class Context:
             blocked=blocked)
 
 
-def _unlisted(view: ServiceView, settings: Settings) -> list[tuple[str, str]]:
+def _unlisted(view: ServiceView) -> list[tuple[str, str]]:
     listed = {(c.provider, c.upstream.service) for c in view.candidates}
     return [(r.provider, r.service_id) for r in view.settings.upstreams
             if (r.provider, r.service_id) not in listed]
@@ -97,7 +97,7 @@ async def route(ctx: Context, service_id: int, quantity: int, runs: int | None) 
             verdict = f"skipped: {choice.reason}"
         lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
                      f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
-    for provider, sid in _unlisted(view, ctx.settings):
+    for provider, sid in _unlisted(view):
         lines.append(f"  {provider} #{sid}: skipped: not listed upstream")
     if not picked:
         lines.append("  no candidate can take it: the client gets "
@@ -129,7 +129,7 @@ async def show(ctx: Context) -> list[str]:
             note = f"  ({ch.reason})" if ch.reason else ""
             lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
                          f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}")
-        for provider, sid in _unlisted(view, ctx.settings):
+        for provider, sid in _unlisted(view):
             lines.append(f"            {provider:<14} #{sid:<8} not listed upstream")
     for svc in ctx.settings.services:
         if svc.id not in ctx.catalog.views:

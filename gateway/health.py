@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from redis.exceptions import RedisError
+
 from gateway import keys
 from gateway.config import GatewaySettings
 from gateway.errors import ProviderError, Rejected
@@ -177,8 +179,11 @@ class Breakers:
         await asyncio.sleep(FLUSH_S)
         pending, self._pending = self._pending, defaultdict(lambda: [0, 0])
         for key, (s, f) in pending.items():
-            with contextlib.suppress(Exception):  # health counting never fails a request
+            try:
                 await self._send(key, s, f)
+            except RedisError as exc:  # health counting never fails a request
+                log.warning("breaker counts not flushed", extra={"breaker": key,
+                                                                  "error": str(exc)})
 
     async def _send(self, key: str, s: int, f: int) -> None:
         state = await self._record(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, cast
+from typing import TypeVar, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -21,6 +21,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway import keys
 from gateway.models import CatalogEntry, OrderRecord, RefillRecord
+
+R = TypeVar("R")
 
 _order_enc = msgspec.msgpack.Encoder()
 _order_dec = msgspec.msgpack.Decoder(OrderRecord)
@@ -64,7 +66,7 @@ def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
     return aioredis.Redis(connection_pool=pool)
 
 
-def _by_bucket(ids: Iterable[int], bucket: Any) -> dict[str, list[int]]:
+def _by_bucket(ids: Iterable[int], bucket: Callable[[int], str]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i in ids:
         groups[bucket(i)].append(i)
@@ -118,27 +120,13 @@ class Store:
 
     async def get_orders(self, ids: Iterable[int]) -> dict[int, OrderRecord]:
         """Records of the given ids that exist, in one round trip."""
-        groups = _by_bucket(ids, keys.order_bucket)
-        if not groups:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for bucket, members in groups.items():
-            pipe.hmget(bucket, [str(i) for i in members])
-        found: dict[int, OrderRecord] = {}
-        for members, values in zip(groups.values(), await pipe.execute(), strict=True):
-            for order_id, value in zip(members, values, strict=True):
-                if value is not None:
-                    found[order_id] = _order_dec.decode(value)
-        return found
+        return await self._get_records(ids, keys.order_bucket, _order_dec)
 
     async def unknown_orders(self) -> dict[int, OrderRecord]:
         ids = sorted(int(i) for i in await self.redis.smembers(keys.UNKNOWN_ORDERS))
         return await self.get_orders(ids)
 
     # --- refills -------------------------------------------------------------
-
-    async def next_refill_id(self) -> int:
-        return int(await self.redis.incr(keys.REFILL_SEQ))
 
     async def put_refills(self, records: Mapping[int, RefillRecord]) -> None:
         if not records:
@@ -155,17 +143,22 @@ class Store:
         return list(range(last - count + 1, last + 1))
 
     async def get_refills(self, ids: Iterable[int]) -> dict[int, RefillRecord]:
-        groups = _by_bucket(ids, keys.refill_bucket)
+        return await self._get_records(ids, keys.refill_bucket, _refill_dec)
+
+    async def _get_records(self, ids: Iterable[int], bucket: Callable[[int], str],
+                           decoder: msgspec.msgpack.Decoder[R]) -> dict[int, R]:
+        """One HMGET per bucket, all in one pipelined round trip."""
+        groups = _by_bucket(ids, bucket)
         if not groups:
             return {}
         pipe = self.redis.pipeline(transaction=False)
-        for bucket, members in groups.items():
-            pipe.hmget(bucket, [str(i) for i in members])
-        found: dict[int, RefillRecord] = {}
+        for name, members in groups.items():
+            pipe.hmget(name, [str(i) for i in members])
+        found: dict[int, R] = {}
         for members, values in zip(groups.values(), await pipe.execute(), strict=True):
-            for refill_id, value in zip(members, values, strict=True):
+            for record_id, value in zip(members, values, strict=True):
                 if value is not None:
-                    found[refill_id] = _refill_dec.decode(value)
+                    found[record_id] = decoder.decode(value)
         return found
 
     # --- provider caches -----------------------------------------------------
