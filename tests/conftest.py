@@ -1,159 +1,31 @@
-"""Test harness: real processes only.
+"""Shared by both tiers: a real Redis.
 
-- Redis: `REDIS_URL` if set, else an embedded redis-server (the one the project
-  runs in production when no URL is given).
-- Providers: the project's simulator, each a real server process.
-- Gateway: `smm-gateway serve` as a real process, talked to over HTTP.
-Each stack gets its own Redis database, flushed before it starts.
+- `REDIS_URL` if set, else an embedded redis-server (the one the project runs in
+  production when no URL is given), one per test session (per xdist worker).
+- `fresh_redis`: a database of its own for one test.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import pytest
-import redis
-import yaml
 
-from gateway.redis_server import EmbeddedRedis, free_port
+from gateway.redis_server import EmbeddedRedis
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT_S = 20.0
-
-# databases 1..15 are handed out to stacks in turn; 0 is left alone
+# databases 1..15 are handed out to tests in turn; 0 is left alone
 _dbs = itertools.cycle(range(1, 16))
 
 
-def _with_db(url: str, db: int) -> str:
+def with_db(url: str, db: int) -> str:
     if url.startswith("unix://"):
         base, _, query = url.partition("?")
         kept = [q for q in query.split("&") if q and not q.startswith("db=")]
         return base + "?" + "&".join([*kept, f"db={db}"])
     return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{what} did not start")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Sim:
-    """A simulator process and its control API."""
-
-    def __init__(self, dialect: str, *args: str) -> None:
-        self.dialect = dialect
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.api = f"{self.url}/api/v2"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.simulator", "--port", str(self.port),
-             "--dialect", dialect, *args], cwd=ROOT)
-        _wait(f"{self.url}/_sim/health", self.proc, f"simulator {dialect}")
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        r = self.http.post(f"/_sim/{path}", json=body or {})
-        r.raise_for_status()
-        return r.json()
-
-    def reset(self) -> None:
-        self.control("reset")
-
-    def requests(self, action: str | None = None) -> list[dict[str, Any]]:
-        params = {"action": action} if action else {}
-        return list(self.http.get("/_sim/requests", params=params).json()["requests"])
-
-    def orders(self) -> list[dict[str, Any]]:
-        return list(self.http.get("/_sim/orders").json()["orders"])
-
-    def stop(self) -> None:
-        self.http.close()
-        _stop(self.proc)
-
-
-class Gateway:
-    """A `smm-gateway serve` process with its own config and Redis database."""
-
-    def __init__(self, config: dict[str, Any], redis_url: str, tmp: Path,
-                 flush: bool = True) -> None:
-        self.config = config
-        self.redis_url = redis_url
-        self.tmp = tmp
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.config_path = tmp / "gateway.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        if flush:
-            r = redis.Redis.from_url(redis_url)
-            r.flushdb()
-            r.close()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = tmp / "gateway.log"
-        self.start()
-
-    def start(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v2"
-        env = {**os.environ, "REDIS_URL": self.redis_url}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)], cwd=ROOT, env=env, stdout=self._log,
-            stderr=subprocess.STDOUT)
-        _wait(f"http://127.0.0.1:{self.port}/healthz", self.proc, "gateway")
-        self.http = httpx.Client(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.http.close()
-            _stop(self.proc)
-            self._log.close()
-            self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def post(self, key: str | None = "alice-key", **fields: Any) -> httpx.Response:
-        data = {k: str(v) for k, v in fields.items()}
-        if key is not None:
-            data["key"] = key
-        return self.http.post(self.url, data=data)
-
-    def call(self, key: str | None = "alice-key", **fields: Any) -> Any:
-        return self.post(key, **fields).json()
 
 
 @pytest.fixture(scope="session")
@@ -173,105 +45,6 @@ def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def fresh_redis(redis_base: str) -> str:
     """A Redis URL on a database of its own, flushed by the stack that uses it."""
-    return _with_db(redis_base, next(_dbs))
+    return with_db(redis_base, next(_dbs))
 
 
-def provider(name: str, sim: Sim, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "url": sim.api, "key": "upstream-secret-" + name,
-            "timeout_s": 3, **extra}
-
-
-CLIENTS = [{"name": "alice", "key": "alice-key"}, {"name": "bob", "key": "bob-key"}]
-
-# The testedsmm simulator's catalog: ids that differ from toksmm's, other prices.
-TESTED_CATALOG = [
-    {"service": 11, "name": "Followers", "type": "Default", "category": "TikTok",
-     "rate": "0.40", "min": 20, "max": 5000, "refill": 1, "cancel": 1, "dripfeed": 1},
-    {"service": 12, "name": "Likes", "type": "Default", "category": "TikTok",
-     "rate": "0.30", "min": 10, "max": 100000, "refill": 0, "cancel": 1},
-    {"service": 14, "name": "Comments", "type": "custom_comments", "category": "TikTok",
-     "rate": "4.00", "min": 1, "max": 500, "refill": 0, "cancel": 1},
-]
-
-
-def base_config(a: Sim, b: Sim, **gateway: Any) -> dict[str, Any]:
-    """Two providers (a: toksmm built-in catalog, b: testedsmm TESTED_CATALOG)."""
-    return {
-        "gateway": {"currency": "USD", "markup": "1.5", "order_id_start": 5000,
-                    "refill_id_start": 700, "balance_cache_s": 0, "status_cache_s": 0,
-                    **gateway},
-        "clients": CLIENTS,
-        "providers": [provider("prov-a", a), provider("prov-b", b)],
-        "services": [
-            {"id": 1, "name": "Followers", "category": "TikTok",
-             "upstreams": [{"provider": "prov-a", "service": 1},
-                           {"provider": "prov-b", "service": 11}]},
-            {"id": 2, "name": "Likes", "category": "TikTok",
-             "upstreams": [{"provider": "prov-a", "service": 2},
-                           {"provider": "prov-b", "service": 12}]},
-            {"id": 3, "name": "Views", "category": "TikTok", "price": "0.05",
-             "upstreams": [{"provider": "prov-a", "service": 3}]},
-            {"id": 4, "name": "Custom Comments", "category": "TikTok",
-             "type": "Custom Comments",
-             "upstreams": [{"provider": "prov-a", "service": 4},
-                           {"provider": "prov-b", "service": 14}]},
-            {"id": 5, "name": "Package", "type": "Package",
-             "upstreams": [{"provider": "prov-a", "service": 6}]},
-            {"id": 6, "name": "Poll votes", "type": "Poll",
-             "upstreams": [{"provider": "prov-a", "service": 7}]},
-            {"id": 7, "name": "Subscriptions", "type": "Subscriptions",
-             "upstreams": [{"provider": "prov-a", "service": 8}]},
-            {"id": 8, "name": "Mentions", "type": "Mentions Custom List",
-             "upstreams": [{"provider": "prov-a", "service": 5}]},
-            {"id": 9, "name": "Gone everywhere",
-             "upstreams": [{"provider": "prov-a", "service": 999}]},
-            {"id": 10, "name": "Too cheap to route", "price": "0.001",
-             "upstreams": [{"provider": "prov-a", "service": 3}]},
-        ],
-    }
-
-
-@pytest.fixture(scope="session")
-def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Sim]]:
-    import json
-
-    catalog = tmp_path_factory.mktemp("catalog") / "tested.json"
-    catalog.write_text(json.dumps(TESTED_CATALOG))
-    a = Sim("toksmm", "--progress-s", "3600")
-    b = Sim("testedsmm", "--progress-s", "3600", "--catalog", str(catalog))
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-@pytest.fixture
-def stack(sims: tuple[Sim, Sim], fresh_redis: str,
-          tmp_path: Path) -> Iterator[tuple[Gateway, Sim, Sim]]:
-    """Fresh simulators state, a fresh Redis database and a gateway over both."""
-    a, b = sims
-    a.reset()
-    b.reset()
-    gw = Gateway(base_config(a, b), fresh_redis, tmp_path / "gw")
-    try:
-        yield gw, a, b
-    finally:
-        gw.stop()
-
-
-@contextmanager
-def two_gateways(sims: tuple[Sim, Sim], redis_url: str, tmp: Path,
-                 **gateway: Any) -> Iterator[tuple[Gateway, Gateway, Sim, Sim]]:
-    """Two gateway processes (replicas) over one Redis database and both simulators."""
-    a, b = sims
-    a.reset()
-    b.reset()
-    config = base_config(a, b, **gateway)
-    one = Gateway(config, redis_url, tmp / "one")
-    two = Gateway(config, redis_url, tmp / "two", flush=False)
-    try:
-        yield one, two, a, b
-    finally:
-        one.stop()
-        two.stop()

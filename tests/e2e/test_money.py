@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, Gateway, Sim, two_gateways
+from harness import ROOT, Gateway, Sim, two_gateways
 
 NO_FUNDS = {"error": "Not enough funds on balance"}
 

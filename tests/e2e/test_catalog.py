@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from conftest import ROOT, Gateway, Sim, base_config
+from harness import ROOT, Gateway, Sim, base_config
 from gateway.simulator import DEFAULT_CATALOG
 
 UNAVAILABLE = {"error": "Service is temporarily unavailable, try again later"}
@@ -138,7 +138,7 @@ def test_mirrored_ids_never_change(sims, fresh_redis, tmp_path):
         assert b.orders()[0]["service"] == 12 and "order" in order
         gw.restart()
         assert mirrored() == first, "the same ids after a restart"
-        from conftest import TESTED_CATALOG
+        from harness import TESTED_CATALOG
         b.control("catalog", {"services": [
             s for s in TESTED_CATALOG if s["service"] != 12] + [
             {"service": 15, "name": "Shares", "type": "Default", "category": "TikTok",

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.simulator import SimOptions, Simulator, load_catalog, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOK_KEY = "secret"
 TOK_PROGRESS = 0.9  # Pending < 0.3 s, In progress < 0.6 s, final afterwards
 

@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from gateway.config import parse_settings
 from gateway.errors import ConfigError
 
@@ -31,6 +31,8 @@ services:
     upstreams: [{provider: a, service: 1}]
 """
 ENV = {"OWNER_KEY": "k1", "A_KEY": "k2"}
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_good_config_loads_with_decimal_money_and_env_keys():

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, Gateway, Sim, base_config, provider
+from harness import ROOT, Gateway, Sim, base_config, provider
 from gateway.redis_server import free_port
 
 SECRETS = ("prov-a", "prov-b", "127.0.0.1", "upstream-secret", "localhost", "http")
@@ -543,7 +543,7 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path),
              "--port", str(port), "--data-dir", str(data)], cwd=ROOT, env=env)
-        from conftest import _wait
+        from harness import _wait
         _wait(f"http://127.0.0.1:{port}/healthz", proc, "gateway")
         return proc, f"http://127.0.0.1:{port}/api/v2"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, Sim, base_config, two_gateways
+from harness import Gateway, Sim, base_config, two_gateways
 
 FAST_BREAKER = {"breaker_min_requests": 3, "breaker_threshold": 0.5,
                 "breaker_cooldown_s": 4, "breaker_window_s": 60}

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from conftest import ROOT, _stop
+from harness import ROOT, _stop
 from gateway.redis_server import free_port
 
 

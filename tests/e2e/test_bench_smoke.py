@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE_SCENARIOS = {"services", "status", "status_cached", "add", "refill", "multi_status",
                    "mixed"}
 TARGET_KINDS = {"added_latency", "throughput", "vs_bare", "upstream_calls", "multi_latency",
