@@ -19,8 +19,8 @@ run: $(STAMP)  ## the demo: two simulated providers and the gateway on :8080
 serve: $(STAMP)  ## the gateway with providers.yaml
 	$(VENV)/bin/smm-gateway serve --config providers.yaml
 
-test: $(STAMP)  ## the whole suite (real Redis, real simulator processes)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
 	$(PY) -m bench

@@ -1,7 +1,7 @@
 """Memory figures: Redis bytes per stored order, and gateway RSS over a soak.
 
 Redis: N realistic order records are written through the gateway's own
-`Store.put_orders` (batches of 1,000, one pipeline each) into a Redis of their
+`Orders.put_orders` (batches of 1,000, one pipeline each) into a Redis of their
 own, and `used_memory` after minus before, over N, is the cost of an order. The
 bucket layout (hash fields in `gw:o:{n}`) is the store's, not ours.
 
@@ -24,9 +24,10 @@ import msgspec
 from bench import osstat
 from bench.load import Generator, Workload
 from bench.scenarios import link
-from gateway import keys
 from gateway.models import OrderRecord
-from gateway.store import Store, connect
+from gateway.state import keys
+from gateway.state.connect import connect
+from gateway.state.orders import Orders
 
 BATCH = 1000
 FIRST_ID = 1000
@@ -43,8 +44,8 @@ def order_record(i: int) -> OrderRecord:
 
 
 async def _fill(url: str, orders: int, log: Any) -> dict[str, Any]:
-    store = Store(connect(url))
-    r = store.redis
+    r = connect(url)
+    store = Orders(r)
     try:
         before = await r.info("memory")
         started = time.monotonic()
@@ -68,7 +69,7 @@ async def _fill(url: str, orders: int, log: Any) -> dict[str, Any]:
         bucket_bytes = await r.memory_usage(bucket)
         fields = await r.hlen(bucket)
     finally:
-        await store.aclose()
+        await r.aclose()
     enc = msgspec.msgpack.Encoder()
     sizes = [len(enc.encode(order_record(i))) for i in range(0, orders, max(1, orders // 1000))]
     used = int(after["used_memory"]) - int(before["used_memory"])

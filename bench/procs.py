@@ -27,7 +27,7 @@ import httpx
 import redis
 import yaml
 
-from gateway.redis_server import EmbeddedRedis, free_port
+from gateway.state.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
@@ -144,12 +144,12 @@ class Server:
 
 
 class Sim(Server):
-    """A provider simulator (`python -m gateway.simulator`) and its /_sim control API."""
+    """A provider simulator (`python -m gateway.sim`) and its /_sim control API."""
 
     def __init__(self, name: str, log_dir: Path) -> None:
         port = free_port()
         super().__init__(name, [
-            sys.executable, "-m", "gateway.simulator", "--port", str(port),
+            sys.executable, "-m", "gateway.sim", "--port", str(port),
             "--dialect", "toksmm", "--progress-s", "3600", "--balance", SIM_BALANCE,
         ], port, "/_sim/health", log_dir)
         self._http: httpx.Client | None = None
@@ -218,7 +218,7 @@ def gateway_config(sims: Mapping[str, Sim], status_cache_s: float | None) -> dic
 
 
 class GatewayServer(Server):
-    """`python -m gateway.cli serve` over a generated config and the bench's Redis."""
+    """`python -m gateway serve` over a generated config and the bench's Redis."""
 
     def __init__(self, name: str, config: Mapping[str, Any], redis_url: str, workers: int,
                  log_dir: Path) -> None:
@@ -227,7 +227,7 @@ class GatewayServer(Server):
         path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
         self.workers = workers
         super().__init__(name, [
-            sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
+            sys.executable, "-m", "gateway", "serve", "--config", str(path),
             "--port", str(port), "--workers", str(workers),
         ], port, "/healthz", log_dir, env={**os.environ, "REDIS_URL": redis_url})
 

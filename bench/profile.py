@@ -86,7 +86,7 @@ def aggregate(raw: str, top: int = 15) -> dict[str, Any]:
         for name in set(names):
             incl[name] += count
         for name in {n for n, (_, p) in zip(names, frames, strict=True)
-                     if "/gateway/" in p and not p.endswith("/gateway/cli.py")}:
+                     if "/gateway/" in p and not p.endswith("/gateway/ops/cli.py")}:
             ours[name] += count
 
     def pct(counter: Counter[str]) -> list[list[Any]]:

@@ -33,7 +33,8 @@ from bench.procs import (
     GatewayServer,
     Sim,
 )
-from gateway.store import Store, connect
+from gateway.state.connect import connect
+from gateway.state.orders import Orders
 
 Bodies = tuple[tuple[int, str], ...]
 
@@ -104,11 +105,12 @@ def upstream_ids(redis_url: str, order_ids: Sequence[int]) -> dict[int, tuple[st
     """Gateway order id -> (provider, upstream order id), read through the gateway's store."""
 
     async def read() -> dict[int, tuple[str, str]]:
-        store = Store(connect(redis_url))
+        redis = connect(redis_url)
+        store = Orders(redis)
         try:
             records = await store.get_orders(order_ids)
         finally:
-            await store.aclose()
+            await redis.aclose()
         return {oid: (r.provider, r.upstream_id or "") for oid, r in records.items()}
 
     return asyncio.run(read())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import msgspec
 import yaml
@@ -214,12 +215,10 @@ def parse_settings(text: str, source: str = "<config>",
     return settings
 
 
-def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
-    """Cross-field rules that types alone cannot say."""
+Fail = Callable[[list[str | int], str], NoReturn]
 
-    def fail(path: list[str | int], message: str) -> None:
-        raise ConfigError(f"{source}:{_line_of(root, path) or 1}: {message}")
 
+def _check_providers(s: Settings, fail: Fail) -> None:
     names = [p.name for p in s.providers]
     for i, p in enumerate(s.providers):
         if names.count(p.name) > 1:
@@ -234,6 +233,9 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
             fail(["providers", i, "currency"],
                  f"no rate for {p.currency} in gateway.rates (gateway currency is "
                  f"{s.gateway.currency})")
+
+
+def _check_clients(s: Settings, fail: Fail) -> None:
     seen_keys: set[str] = set()
     for i, c in enumerate(s.clients):
         if not c.key:
@@ -241,6 +243,10 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
         if c.key in seen_keys:
             fail(["clients", i, "key"], "two clients share one key")
         seen_keys.add(c.key)
+
+
+def _check_services(s: Settings, fail: Fail) -> None:
+    names = {p.name for p in s.providers}
     ids: set[int] = set()
     for i, svc in enumerate(s.services):
         if svc.id in ids:
@@ -256,10 +262,17 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
             if ref.provider not in names:
                 fail(["services", i, "upstreams", j, "provider"],
                      f"unknown provider {ref.provider!r}")
+
+
+def _check_gateway(s: Settings, fail: Fail) -> None:
     if s.gateway.markup <= 0:
         fail(["gateway", "markup"], "markup must be positive")
     if not Decimal(0) <= s.gateway.min_margin < Decimal(1):
         fail(["gateway", "min_margin"], "min_margin is a fraction: 0 <= min_margin < 1")
+
+
+def _check_mirror(s: Settings, fail: Fail) -> None:
+    names = {p.name for p in s.providers}
     for i, m in enumerate(s.mirror):
         if m.provider not in names:
             fail(["mirror", i, "provider"], f"unknown provider {m.provider!r}")
@@ -268,9 +281,21 @@ def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
                 re.compile(m.name_pattern)
             except re.error as exc:
                 fail(["mirror", i, "name_pattern"], f"not a regular expression: {exc}")
+    ids = [svc.id for svc in s.services]
     if s.mirror and ids and max(ids) >= s.gateway.mirror_id_start:
         fail(["gateway", "mirror_id_start"],
              "mirror_id_start must be above every configured service id")
+
+
+def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
+    """Cross-field rules that types alone cannot say; the first broken one is raised."""
+
+    def fail(path: list[str | int], message: str) -> NoReturn:
+        raise ConfigError(f"{source}:{_line_of(root, path) or 1}: {message}")
+
+    for check in (_check_providers, _check_clients, _check_services, _check_gateway,
+                  _check_mirror):
+        check(s, fail)
 
 
 def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:

@@ -3,8 +3,12 @@
     GatewayError
     ├── ClientError            answered to the client as {"error": message}
     │   ├── AuthError          401 "Invalid API key"
-    │   └── NotFound           404 "Not Found"
+    │   ├── NotFound           404 "Not Found"
+    │   └── TooManyRequests    429 "Too many requests"
     ├── ConfigError            a bad configuration file (message carries the line)
+    ├── StoreUnavailable       Redis could not be reached or failed a command:
+    │                          503 "Temporary error, try again later", logged once
+    │                          per outage
     └── ProviderError          anything that went wrong talking to an upstream
         ├── Unreachable        the request provably never reached the provider
         ├── Ambiguous          the request may have reached it (timeout, reset)
@@ -12,8 +16,11 @@
         ├── BadAnswer          it answered something we cannot read (HTML, junk)
         └── Rejected           it answered a definite {"error": ...}
 
-Foreign exceptions (httpx, aiohttp, redis) are translated once where they enter;
-nothing deeper catches a library's exception type.
+Foreign exceptions are translated once where they enter, and nothing deeper
+catches a library's exception type: aiohttp and httpx errors in
+`gateway.upstream.transport`, redis-py errors in `gateway.state.connect` (every
+class of `gateway.state` is wrapped by `maps_redis_errors`). The HTTP edge turns
+each branch into its answer in one table (`gateway.edge.answers`).
 """
 
 from __future__ import annotations
@@ -54,8 +61,22 @@ class NotFound(ClientError):
         super().__init__(message)
 
 
+class TooManyRequests(ClientError):
+    status_code = 429
+
+    def __init__(self) -> None:
+        super().__init__("Too many requests")
+
+
 class ConfigError(GatewayError):
     """The configuration cannot be used; str() names the file and line."""
+
+
+class StoreUnavailable(GatewayError):
+    """Redis failed: a connection error, a timeout, or an error reply."""
+
+    message = "Temporary error, try again later"
+    status_code = 503
 
 
 class ProviderError(GatewayError):

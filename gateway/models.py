@@ -1,4 +1,6 @@
-"""The internal typed models: what the dialect reader produces and the store keeps.
+"""The internal typed models: what the dialect reader produces and the state keeps.
+
+What a client receives is in `gateway.wire`.
 
 Money is Decimal everywhere (msgspec encodes it as a string). Records stored in
 Redis are array-like msgpack structs: compact, and cheap to decode.
@@ -53,6 +55,12 @@ class CatalogEntry(msgspec.Struct, array_like=True):
     fetched_at: float
     services: list[UpstreamService]
     missing: list[Missing] = []
+
+
+class ItemError(msgspec.Struct, frozen=True):
+    """A per-id error inside an upstream multi answer (the id failed, not the call)."""
+
+    message: str
 
 
 class UpstreamStatus(msgspec.Struct):

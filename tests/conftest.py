@@ -14,10 +14,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from gateway.redis_server import EmbeddedRedis
+from gateway.state.embedded import EmbeddedRedis
 
-# databases 1..15 are handed out to tests in turn; 0 is left alone
-_dbs = itertools.cycle(range(1, 16))
+
+def _databases() -> range:
+    """Databases 1..15 are handed out to tests in turn (0 is left alone); under
+    pytest-xdist with one shared REDIS_URL, each worker takes its own share."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or not os.environ.get("REDIS_URL") or count < 2:
+        return range(1, 16)
+    share = max(1, 15 // count)
+    first = 1 + int(worker.removeprefix("gw")) * share
+    return range(first, first + share)
+
+
+_dbs = itertools.cycle(_databases())
 
 
 def with_db(url: str, db: int) -> str:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 import yaml
 
-from gateway.redis_server import free_port
+from gateway.state.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
@@ -62,7 +61,7 @@ class Sim:
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/api/v2"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.simulator", "--port", str(self.port),
+            [sys.executable, "-m", "gateway.sim", "--port", str(self.port),
              "--dialect", dialect, *args], cwd=ROOT)
         _wait(f"{self.url}/_sim/health", self.proc, f"simulator {dialect}")
         self.http = httpx.Client(base_url=self.url, timeout=10)
@@ -110,9 +109,9 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v2"
         env = {**os.environ, "REDIS_URL": self.redis_url}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path),
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
              "--port", str(self.port)], cwd=ROOT, env=env, stdout=self._log,
             stderr=subprocess.STDOUT)
         _wait(f"http://127.0.0.1:{self.port}/healthz", self.proc, "gateway")

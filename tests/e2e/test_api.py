@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.state.embedded import free_port
 from harness import ROOT, Gateway, Sim, base_config, provider
-from gateway.redis_server import free_port
 
 SECRETS = ("prov-a", "prov-b", "127.0.0.1", "upstream-secret", "localhost", "http")
 
@@ -270,7 +270,7 @@ def test_ambiguous_add_is_never_sent_twice(stack, fault):
     assert len(adds(b)) == 1, "the add reached prov-b exactly once"
     assert adds(a) == [], "an ambiguous add must not go to another provider"
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "orders", "unknown"], cwd=ROOT,
+        [sys.executable, "-m", "gateway", "orders", "unknown"], cwd=ROOT,
         env={**os.environ, "REDIS_URL": gw.redis_url}, capture_output=True, text=True,
         check=True).stdout
     assert "5000" in out and "unknown" in out and "https://t/amb" in out
@@ -541,7 +541,7 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
     def start() -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path),
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
              "--port", str(port), "--data-dir", str(data)], cwd=ROOT, env=env)
         from harness import _wait
         _wait(f"http://127.0.0.1:{port}/healthz", proc, "gateway")

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from gateway.sim.catalog import DEFAULT_CATALOG
 from harness import ROOT, Gateway, Sim, base_config
-from gateway.simulator import DEFAULT_CATALOG
 
 UNAVAILABLE = {"error": "Service is temporarily unavailable, try again later"}
 
@@ -165,7 +165,7 @@ def test_min_margin_guards_fixed_prices(sims, fresh_redis, tmp_path):
 
 def run_cli(gw: Gateway, *args: str, check: bool = True) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args, "--config", str(gw.config_path)],
+        [sys.executable, "-m", "gateway", *args, "--config", str(gw.config_path)],
         cwd=ROOT, env={**os.environ, "REDIS_URL": gw.redis_url}, capture_output=True,
         text=True, check=check)
     return result.stdout + result.stderr
@@ -215,7 +215,7 @@ def test_catalog_show(stack):
 def test_catalog_suggest_groups_equivalents(stack):
     gw, a, b = stack
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "catalog", "suggest", "--config",
+        [sys.executable, "-m", "gateway", "catalog", "suggest", "--config",
          str(gw.config_path), "--first-id", "500"], cwd=ROOT,
         env={**os.environ, "REDIS_URL": gw.redis_url}, capture_output=True, text=True,
         check=True)

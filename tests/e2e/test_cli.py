@@ -8,8 +8,8 @@ import time
 
 import httpx
 
+from gateway.state.embedded import free_port
 from harness import ROOT, _stop
-from gateway.redis_server import free_port
 
 
 def test_demo_serves_every_dialect(tmp_path):
@@ -18,7 +18,7 @@ def test_demo_serves_every_dialect(tmp_path):
         port = free_port()
     env_clean = {k: v for k, v in __import__("os").environ.items() if k != "REDIS_URL"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port),
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port),
          "--data-dir", str(tmp_path / "demo")], cwd=ROOT, env=env_clean,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/api/v2"

@@ -20,7 +20,7 @@ NO_FUNDS = {"error": "Not enough funds on balance"}
 
 
 def cli(redis_url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT,
                           env={**os.environ, "REDIS_URL": redis_url}, capture_output=True,
                           text=True, check=check)
 

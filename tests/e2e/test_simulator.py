@@ -17,7 +17,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from gateway.simulator import SimOptions, Simulator, load_catalog, start_server
+from gateway.sim import SimOptions, Simulator, load_catalog, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TOK_KEY = "secret"
@@ -34,7 +34,7 @@ def _spawn(*args: str) -> Iterator[str]:
     port = _free_port()
     errors = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: cannot fill up and block
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.simulator", "--port", str(port), *args],
+        [sys.executable, "-m", "gateway.sim", "--port", str(port), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=errors,

@@ -69,7 +69,7 @@ def test_not_yaml():
 def run_check(path: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
              if k not in ("GATEWAY_KEY", "TOKSMM_KEY", "TESTEDSMM_KEY")}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", path],
+    return subprocess.run([sys.executable, "-m", "gateway", "check-config", path],
                           cwd=ROOT, env={**clean, **env}, capture_output=True, text=True)
 
 

@@ -1,4 +1,4 @@
-"""The tolerant reader against every row of REFERENCE.md "What upstreams send in the wild".
+"""The tolerant reader against every upstream variant seen in the wild.
 
 Each table is (what the upstream sent, what the gateway must see). Bodies go
 through `dialect.decode()` first where the shape of the bytes matters (errors,
@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 
-from gateway import dialect
-from gateway.dialect import ItemError
 from gateway.errors import BadAnswer, ProviderError, Rejected, Unavailable
-from gateway.models import ORDER_STATUSES, REFILL_STATUSES, UpstreamService, UpstreamStatus
+from gateway.models import (
+    ORDER_STATUSES,
+    REFILL_STATUSES,
+    ItemError,
+    UpstreamService,
+    UpstreamStatus,
+)
+from gateway.upstream import dialect, values
 
 
 def body(obj: Any) -> bytes:
@@ -55,7 +60,7 @@ def read(obj: Any) -> Any:
     ({}, None),
 ])
 def test_decimal(value: Any, expected: Decimal | None) -> None:
-    assert dialect.decimal(value) == expected
+    assert values.decimal(value) == expected
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -75,7 +80,7 @@ def test_decimal(value: Any, expected: Decimal | None) -> None:
     (False, None),
 ])
 def test_count_text(value: Any, expected: str | None) -> None:
-    assert dialect.count_text(value) == expected
+    assert values.count_text(value) == expected
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -83,7 +88,7 @@ def test_count_text(value: Any, expected: str | None) -> None:
     ("50.5", None), (50.5, None), ("fifty", None), ("", None), (None, None), (True, None),
 ])
 def test_integer(value: Any, expected: int | None) -> None:
-    assert dialect.integer(value) == expected
+    assert values.integer(value) == expected
 
 
 # --- ids ------------------------------------------------------------------------------
@@ -103,7 +108,7 @@ def test_integer(value: Any, expected: int | None) -> None:
     ({"id": 1}, None),
 ])
 def test_ident(value: Any, expected: str | None) -> None:
-    assert dialect.ident(value) == expected
+    assert values.ident(value) == expected
 
 
 # --- order statuses -------------------------------------------------------------------
@@ -149,13 +154,13 @@ STATUS_SPELLINGS: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("spelling", "expected"), STATUS_SPELLINGS)
 def test_order_status_spellings(spelling: str, expected: str) -> None:
     assert expected in ORDER_STATUSES
-    assert dialect.order_status(spelling) == expected
+    assert values.order_status(spelling) == expected
     assert dialect.status_one(read({"status": spelling})).status == expected
 
 
 @pytest.mark.parametrize("value", [None, 1, True, {}, [], "", "Gibberish"])
 def test_order_status_unrecognised(value: Any) -> None:
-    assert dialect.order_status(value) is None
+    assert values.order_status(value) is None
 
 
 def test_unknown_status_word_keeps_polling() -> None:
@@ -265,7 +270,7 @@ def test_status_many_non_numeric_ids_and_junk_items() -> None:
 
 def test_status_many_every_id_failed() -> None:
     result = dialect.status_many(read({"5": "Incorrect order ID", "6": {"error": "Not found"}}))
-    assert result == {"5": "Incorrect order ID", "6": "Not found"}
+    assert result == {"5": ItemError("Incorrect order ID"), "6": ItemError("Not found")}
     assert all(isinstance(v, ItemError) for v in result.values())
 
 
@@ -316,7 +321,7 @@ def test_refill_one_unknown_shape(answer: Any) -> None:
 ])
 def test_refill_many(answer: Any) -> None:
     result = dialect.refill_many(read(answer))
-    assert result == {"1": "1", "2": "2", "3": "Incorrect order ID"}
+    assert result == {"1": "1", "2": "2", "3": ItemError("Incorrect order ID")}
     assert isinstance(result["3"], ItemError)
     assert not isinstance(result["1"], ItemError)
 
@@ -328,7 +333,7 @@ def test_refill_many_testedsmm() -> None:
 
 def test_refill_many_item_without_refill_or_error() -> None:
     result = dialect.refill_many([{"order": 4}])
-    assert result == {"4": "error"}
+    assert result == {"4": ItemError("error")}
     assert isinstance(result["4"], ItemError)
 
 
@@ -351,7 +356,7 @@ REFILL_SPELLINGS: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("spelling", "expected"), REFILL_SPELLINGS)
 def test_refill_status_one(spelling: str, expected: str) -> None:
     assert expected in REFILL_STATUSES
-    assert dialect.refill_status(spelling) == expected
+    assert values.refill_status(spelling) == expected
     assert dialect.refill_status_one(read({"status": spelling})) == expected
 
 
@@ -384,7 +389,7 @@ def test_refill_status_one_unknown_shape(answer: Any) -> None:
 ])
 def test_refill_status_many(answer: Any) -> None:
     result = dialect.refill_status_many(read(answer))
-    assert result == {"1": "Completed", "2": "Rejected", "3": "Refill not found"}
+    assert result == {"1": "Completed", "2": "Rejected", "3": ItemError("Refill not found")}
     assert isinstance(result["3"], ItemError)
     assert not isinstance(result["1"], ItemError)
 
@@ -509,7 +514,7 @@ def test_service_id(value: Any, expected: str) -> None:
     (7, "Default"),
 ])
 def test_service_type(value: Any, expected: str) -> None:
-    assert dialect.service_type(value) == expected
+    assert values.service_type(value) == expected
     assert read_one(svc(type=value)).type == expected
 
 
@@ -530,7 +535,7 @@ def test_service_type_absent() -> None:
     ("maybe", None),
 ])
 def test_service_flags(value: Any, expected: bool | None) -> None:
-    assert dialect.flag(value) is expected
+    assert values.flag(value) is expected
     got = read_one(svc(refill=value, cancel=value, dripfeed=value))
     assert (got.refill, got.cancel, got.dripfeed) == (expected, expected, expected)
 
@@ -888,7 +893,8 @@ def test_error_message(obj: Any, expected: str | None) -> None:
     assert dialect.error_message(obj) == expected
 
 
-def test_item_error_is_text() -> None:
+def test_item_error_is_typed_not_text() -> None:
     err = ItemError("Incorrect order ID")
-    assert isinstance(err, str)
-    assert err == "Incorrect order ID"
+    assert not isinstance(err, str)  # a per-id error can never pass for an upstream id
+    assert err.message == "Incorrect order ID"
+    assert err == ItemError("Incorrect order ID")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.models import UpstreamService
-from gateway.router import Candidate, Choice, Needs, family, plan, usable
+from gateway.routing.plan import Candidate, Choice, Needs, family, plan, usable
 
 
 def upstream(sid: str = "1", type: str = "Default", min: int = 10, max: int = 1000,

@@ -1,0 +1,44 @@
+"""What each SMM API v2 action does, one module per action family.
+
+Every action is a callable `(client, fields) -> answer`: the authenticated
+client, the request's fields as text, and a `gateway.wire` answer for the edge
+to encode. `Actions.table` maps the `action` field to its callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from gateway.actions.add import Add
+from gateway.actions.balance import Balance
+from gateway.actions.cancel import Cancel
+from gateway.actions.dispatch import Dispatcher
+from gateway.actions.fanout import FanOut
+from gateway.actions.refills import Refill, RefillStatus
+from gateway.actions.services import Services
+from gateway.actions.status import Status
+from gateway.state.clients import ClientRecord
+from gateway.wire import Answer
+from gateway.wiring import Resources
+
+Action = Callable[[ClientRecord, Mapping[str, str]], Awaitable[Answer]]
+
+
+class Actions:
+    def __init__(self, r: Resources) -> None:
+        g = r.settings.gateway
+        fanout = FanOut(r.providers, r.breakers)
+        self.dispatcher = Dispatcher(r.orders, r.ledger, r.breakers, r.balances,
+                                     r.providers, g.currency, r.clock)
+        self.table: dict[str, Action] = {
+            "services": Services(r.catalog),
+            "add": Add(r.catalog, r.claims, self.dispatcher),
+            "status": Status(g, r.orders, r.ledger, fanout, r.clock),
+            "refill": Refill(r.orders, fanout, r.clock),
+            "refill_status": RefillStatus(r.orders, fanout),
+            "cancel": Cancel(r.orders, fanout),
+            "balance": Balance(g, r.ledger, r.balances, list(r.providers), r.clock),
+        }
+
+    async def aclose(self) -> None:
+        await self.dispatcher.aclose()

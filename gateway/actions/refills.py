@@ -1,0 +1,112 @@
+"""`refill` and `refill_status`: refills get gateway ids of their own, and route
+back to the provider that holds the order."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from gateway.actions.common import (
+    INCORRECT_ORDER,
+    REFILL_NOT_FOUND,
+    UNAVAILABLE,
+    id_or_text,
+    ids_of,
+    own_orders,
+)
+from gateway.actions.fanout import FanOut
+from gateway.clock import SYSTEM, Clock
+from gateway.errors import ClientError
+from gateway.models import FINAL_REFILL_STATUSES, ItemError, RefillRecord
+from gateway.routing.params import as_id
+from gateway.state.clients import ClientRecord
+from gateway.state.orders import Orders
+from gateway.upstream.classify import public_message
+from gateway.wire import (
+    ErrorAnswer,
+    RefillAnswer,
+    RefillItem,
+    RefillStatusAnswer,
+    RefillStatusItem,
+)
+
+
+class Refill:
+    def __init__(self, orders: Orders, fanout: FanOut, clock: Clock = SYSTEM) -> None:
+        self._orders = orders
+        self._fanout = fanout
+        self._clock = clock
+
+    async def __call__(self, client: ClientRecord, fields: Mapping[str, str],
+                       ) -> RefillAnswer | list[RefillItem]:
+        ids, multi = ids_of(fields, "order", "orders")
+        found = await own_orders(self._orders, client.name, ids)
+        groups: dict[str, list[str]] = defaultdict(list)
+        for _, rec in found.values():
+            if rec.upstream_id not in groups[rec.provider]:
+                groups[rec.provider].append(rec.upstream_id or "")
+        results = await self._fanout(groups, lambda p, u: p.refill(u))
+        placed = [r for r in results.values() if isinstance(r, str)]
+        new_ids = await self._orders.new_refill_ids(len(placed))
+        records: dict[int, RefillRecord] = {}
+        answers: dict[str, int | ErrorAnswer] = {}
+        for text in ids:
+            if text not in found:
+                answers[text] = ErrorAnswer(INCORRECT_ORDER)
+                continue
+            oid, rec = found[text]
+            result = results.get((rec.provider, rec.upstream_id or ""))
+            if isinstance(result, ItemError):
+                answers[text] = ErrorAnswer(public_message(result.message, rec.provider))
+            elif isinstance(result, str) and new_ids:
+                rid = new_ids.pop()
+                records[rid] = RefillRecord(client=client.name, order=oid,
+                                            provider=rec.provider, upstream_id=result,
+                                            created=int(self._clock.time()))
+                answers[text] = rid
+            else:
+                answers[text] = ErrorAnswer(UNAVAILABLE)
+        await self._orders.put_refills(records)
+        if not multi:
+            answer = answers[ids[0]]
+            if isinstance(answer, ErrorAnswer):
+                raise ClientError(answer.error)
+            return RefillAnswer(refill=answer)
+        return [RefillItem(order=id_or_text(t), refill=answers[t]) for t in ids]
+
+
+class RefillStatus:
+    def __init__(self, orders: Orders, fanout: FanOut) -> None:
+        self._orders = orders
+        self._fanout = fanout
+
+    async def __call__(self, client: ClientRecord, fields: Mapping[str, str],
+                       ) -> RefillStatusAnswer | list[RefillStatusItem]:
+        ids, multi = ids_of(fields, "refill", "refills")
+        numeric = {t: as_id(t) for t in ids}
+        records = await self._orders.get_refills(i for i in numeric.values() if i is not None)
+        found = {t: (rid, records[rid]) for t, rid in numeric.items()
+                 if rid is not None and rid in records and records[rid].client == client.name}
+        groups: dict[str, list[str]] = defaultdict(list)
+        for _, rec in found.values():
+            if rec.status not in FINAL_REFILL_STATUSES:
+                groups[rec.provider].append(rec.upstream_id)
+        results = await self._fanout(groups, lambda p, u: p.refill_status(u))
+        changed: dict[int, RefillRecord] = {}
+        answers: dict[str, str | ErrorAnswer] = {}
+        for text in ids:
+            if text not in found:
+                answers[text] = ErrorAnswer(REFILL_NOT_FOUND)
+                continue
+            rid, rec = found[text]
+            result = results.get((rec.provider, rec.upstream_id))
+            if isinstance(result, str) and result != rec.status:
+                rec.status = result
+                changed[rid] = rec
+            answers[text] = rec.status or "Pending"
+        await self._orders.put_refills(changed)
+        if not multi:
+            if ids[0] not in found:
+                raise ClientError(REFILL_NOT_FOUND)
+            return RefillStatusAnswer(status=found[ids[0]][1].status or "Pending")
+        return [RefillStatusItem(refill=id_or_text(t), status=answers[t]) for t in ids]

@@ -1,0 +1,115 @@
+"""`status`: an order's progress, asked upstream at most once per cache period, and
+the refund of a ledger client's money when an order ends short.
+
+Terminal statuses are never asked again. A Partial, Canceled or Refunded order
+of a prepaid client is refunded once (the ledger's settlement mark), before its
+new status is stored: a crash in between re-polls, and the mark keeps it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+
+from gateway import money
+from gateway.actions.common import INCORRECT_ORDER, ids_of, own_orders
+from gateway.actions.fanout import FanOut
+from gateway.clock import SYSTEM, Clock
+from gateway.config import GatewaySettings
+from gateway.errors import ClientError
+from gateway.models import ItemError, OrderRecord, UpstreamStatus
+from gateway.state.clients import ClientRecord
+from gateway.state.ledger import Ledger
+from gateway.state.orders import Orders
+from gateway.wire import ErrorAnswer, StatusAnswer
+
+log = logging.getLogger("gateway.actions")
+
+Found = Mapping[str, tuple[int, OrderRecord]]
+
+
+class Status:
+    def __init__(self, settings: GatewaySettings, orders: Orders, ledger: Ledger,
+                 fanout: FanOut, clock: Clock = SYSTEM) -> None:
+        self._cache_s = settings.status_cache_s
+        self._currency = settings.currency
+        self._orders = orders
+        self._ledger = ledger
+        self._fanout = fanout
+        self._clock = clock
+
+    async def __call__(self, client: ClientRecord, fields: Mapping[str, str],
+                       ) -> StatusAnswer | dict[str, StatusAnswer | ErrorAnswer]:
+        ids, multi = ids_of(fields, "order", "orders")
+        found = await own_orders(self._orders, client.name, ids)
+        await self._refresh(found)
+        if not multi:
+            if ids[0] not in found:
+                raise ClientError(INCORRECT_ORDER)
+            return self._answer(found[ids[0]][1])
+        return {text: self._answer(found[text][1]) if text in found
+                else ErrorAnswer(INCORRECT_ORDER) for text in ids}
+
+    def _answer(self, rec: OrderRecord) -> StatusAnswer:
+        status = rec.status or "Pending"
+        total = rec.quantity * (rec.runs or 1)
+        remains = rec.remains if rec.remains is not None else (
+            "0" if status == "Completed" else str(total))
+        charge = rec.charge - money.refund(rec.charge, status, remains, total)
+        return StatusAnswer(charge=money.wire(charge), start_count=rec.start_count or "0",
+                            status=status, remains=remains, currency=self._currency)
+
+    async def _refresh(self, found: Found) -> None:
+        """Ask upstream for the non-final orders not asked within the cache time."""
+        now = int(self._clock.time())
+        fresh_after = now - self._cache_s
+        groups: dict[str, list[str]] = defaultdict(list)
+        by_upstream: dict[tuple[str, str], list[tuple[int, OrderRecord]]] = defaultdict(list)
+        for oid, rec in found.values():
+            if rec.final or rec.upstream_id is None or rec.checked > fresh_after:
+                continue
+            key = (rec.provider, rec.upstream_id)
+            if key not in by_upstream:
+                groups[rec.provider].append(rec.upstream_id)
+            by_upstream[key].append((oid, rec))
+        if not groups:
+            return
+        results = await self._fanout(groups, lambda p, ids: p.status(ids))
+        changed: dict[int, OrderRecord] = {}
+        for (provider, upstream_id), pairs in by_upstream.items():
+            result = results.get((provider, upstream_id))
+            if isinstance(result, ItemError):
+                log.warning("status: upstream error for an order", extra={
+                    "provider": provider, "error": result.message})
+            if isinstance(result, UpstreamStatus):
+                changed.update(self._apply(result, pairs, now))
+        refunds = [(oid, rec) for oid, rec in changed.items() if rec.ledger and rec.final]
+        if refunds:
+            await asyncio.gather(*(self._refund(oid, rec) for oid, rec in refunds))
+        if changed:
+            await self._orders.put_orders(changed)
+
+    def _apply(self, result: UpstreamStatus, pairs: list[tuple[int, OrderRecord]],
+               now: int) -> dict[int, OrderRecord]:
+        """The records to store after this answer (all of them when caching: the check
+        time is what the cache reads)."""
+        changed: dict[int, OrderRecord] = {}
+        for oid, rec in pairs:
+            before = (rec.status, rec.start_count, rec.remains)
+            rec.status = result.status
+            rec.start_count = result.start_count or rec.start_count
+            if result.remains is not None:
+                rec.remains = result.remains
+            rec.checked = now
+            if self._cache_s > 0 or before != (rec.status, rec.start_count, rec.remains):
+                changed[oid] = rec
+        return changed
+
+    async def _refund(self, order_id: int, rec: OrderRecord) -> None:
+        amount = money.refund(rec.charge, rec.status or "", rec.remains,
+                              rec.quantity * (rec.runs or 1))
+        if amount > 0:
+            await self._ledger.credit(rec.client, amount, "refund", order_id,
+                                      note=rec.status or "", settle=True)

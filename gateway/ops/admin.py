@@ -1,0 +1,160 @@
+"""Operator commands on the shared state: client keys, money, unresolved orders.
+
+Each function takes an open Redis client and returns the lines to print (or
+raises `AdminError`); `gateway.ops.cli` parses arguments and owns the connection.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+
+from gateway.money import wire
+from gateway.state.clients import ClientRecord, Directory, Mode
+from gateway.state.connect import AnyRedis
+from gateway.state.ledger import Ledger
+from gateway.state.orders import Orders
+
+
+class AdminError(Exception):
+    """A command that cannot be carried out; the message says why."""
+
+
+def amount(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise AdminError(f"not an amount: {text!r}") from None
+    if not value.is_finite():
+        raise AdminError(f"not an amount: {text!r}")
+    return value
+
+
+async def _client(directory: Directory, name: str) -> ClientRecord:
+    record = await directory.get(name)
+    if record is None:
+        raise AdminError(f"no client named {name!r}")
+    return record
+
+
+async def keys_create(redis: AnyRedis, name: str, mode: Mode, markup: Decimal | None,
+                      credit: Decimal | None, services: list[int] | None,
+                      rate_limit: float | None, burst: int | None,
+                      dup_window_s: float) -> list[str]:
+    directory = Directory(redis)
+    record = ClientRecord(name=name, key_digest="", mode=mode, markup=markup,
+                          services=services, rate_limit=rate_limit, burst=burst,
+                          dup_window_s=dup_window_s)
+    try:
+        key = await directory.create(record)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    lines = [f"client {name} created ({mode})", f"key: {key}",
+             "the key is shown once; only its SHA-256 is stored"]
+    if credit:
+        await Ledger(redis).credit(name, credit, "topup", note="initial credit")
+        lines.insert(1, f"balance: {wire(credit)}")
+    return lines
+
+
+async def keys_list(redis: AnyRedis) -> list[str]:
+    ledger = Ledger(redis)
+    lines = [f"{'name':<16} {'mode':<8} {'status':<8} {'balance':>14} {'markup':>7} "
+             f"{'rate/s':>7} services"]
+    for r in await Directory(redis).all():
+        balance = wire(await ledger.balance(r.name)) if r.mode == "ledger" else "-"
+        lines.append(
+            f"{r.name:<16} {r.mode:<8} {'active' if r.active else 'disabled':<8} "
+            f"{balance:>14} {r.markup if r.markup is not None else '-'!s:>7} "
+            f"{r.rate_limit if r.rate_limit else '-'!s:>7} "
+            f"{','.join(map(str, r.services)) if r.services is not None else 'all'}")
+    return lines
+
+
+async def keys_set_active(redis: AnyRedis, name: str, active: bool) -> list[str]:
+    try:
+        await Directory(redis).set_active(name, active)
+    except KeyError:
+        raise AdminError(f"no client named {name!r}") from None
+    return [f"client {name} {'enabled' if active else 'disabled'}"]
+
+
+async def keys_rotate(redis: AnyRedis, name: str) -> list[str]:
+    try:
+        key = await Directory(redis).rotate(name)
+    except KeyError:
+        raise AdminError(f"no client named {name!r}") from None
+    return [f"new key: {key}", "the old key no longer works"]
+
+
+async def keys_topup(redis: AnyRedis, name: str, value: Decimal, note: str) -> list[str]:
+    record = await _client(Directory(redis), name)
+    if record.mode != "ledger":
+        raise AdminError(f"client {name!r} is not a ledger client")
+    kind = "topup" if value >= 0 else "adjust"
+    ledger = Ledger(redis)
+    await ledger.credit(name, value, kind, note=note)
+    return [f"{kind} {wire(value)}: balance {wire(await ledger.balance(name))}"]
+
+
+async def keys_history(redis: AnyRedis, name: str) -> list[str]:
+    await _client(Directory(redis), name)
+    lines = [f"{'time (UTC)':<19}  {'type':<8} {'amount':>14} {'balance':>14}  order  note"]
+    for e in await Ledger(redis).history(name):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.t))
+        lines.append(f"{when:<19}  {e.type:<8} {wire(e.amount):>14} {wire(e.balance):>14}  "
+                     f"{e.order or '-':<6} {e.note}")
+    return lines
+
+
+async def keys_check(redis: AnyRedis, name: str | None) -> tuple[bool, list[str]]:
+    """Every ledger client's balance equals the sum of its ledger entries."""
+    directory, ledger = Directory(redis), Ledger(redis)
+    records = [await _client(directory, name)] if name else await directory.all()
+    ok, lines = True, []
+    for r in records:
+        if r.mode != "ledger":
+            continue
+        balance, total = await ledger.check(r.name)
+        good = balance == total
+        ok = ok and good
+        lines.append(f"{r.name}: balance {wire(balance)}, ledger sum {wire(total)}: "
+                     f"{'ok' if good else 'MISMATCH'}")
+    return ok, lines or ["no ledger clients"]
+
+
+async def orders_unknown(redis: AnyRedis) -> list[str]:
+    orders = await Orders(redis).unknown_orders()
+    if not orders:
+        return ["no orders in an unknown state"]
+    lines = [f"{'order':>10}  {'state':<11}  {'client':<12}  {'service':>7}  "
+             f"{'provider':<14}  {'upstream svc':<12}  {'quantity':>8}  {'charge':>10}  "
+             f"created              link"]
+    for oid, r in sorted(orders.items()):
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created))
+        lines.append(f"{oid:>10}  {r.state:<11}  {r.client:<12}  {r.service:>7}  "
+                     f"{r.provider:<14}  {r.upstream_service:<12}  {r.quantity:>8}  "
+                     f"{r.charge!s:>10}  {created}  {r.link}")
+    return lines
+
+
+async def orders_resolve(redis: AnyRedis, order_id: int, placed: str | None) -> list[str]:
+    """Settle an order left `unknown`: it was placed upstream (as UPSTREAM_ID) or not."""
+    store = Orders(redis)
+    record = (await store.get_orders([order_id])).get(order_id)
+    if record is None:
+        raise AdminError(f"no order {order_id}")
+    if record.state not in ("unknown", "dispatching"):
+        raise AdminError(f"order {order_id} is {record.state}, not unknown")
+    if placed is not None:
+        record.state, record.upstream_id = "placed", placed
+        await store.put_order(order_id, record)
+        return [f"order {order_id} placed as {record.provider} order {placed}; "
+                "its status is tracked from now on"]
+    if record.ledger:
+        await Ledger(redis).credit(record.client, record.charge, "release", order_id,
+                                   note="resolved: not placed", settle=True)
+    record.state = "failed"
+    await store.put_order(order_id, record)
+    refunded = f"; {wire(record.charge)} back to {record.client}" if record.ledger else ""
+    return [f"order {order_id} marked not placed{refunded}"]

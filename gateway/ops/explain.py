@@ -1,0 +1,100 @@
+"""What the operator sees: why an order would go where it goes, and the catalog as a table.
+
+`route` and `catalog show` open the same resources as a serving replica
+(`gateway.wiring`, without its background tasks) and ask the same candidate
+decision as `add` (`gateway.routing.decide`), without taking a breaker's probe.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.money import THOUSAND, wire
+from gateway.routing import decide
+from gateway.routing.views import ServiceView
+from gateway.wiring import Resources
+
+
+async def verdicts(r: Resources, view: ServiceView, quantity: int,
+                   runs: int | None) -> list[decide.Verdict]:
+    picked = decide.choices(view, quantity, runs, r.balances)
+    return [v async for v in decide.verdicts(picked, r.breakers, take=False)]
+
+
+def _unlisted(view: ServiceView) -> list[tuple[str, str]]:
+    listed = {(c.provider, c.upstream.service) for c in view.candidates}
+    return [(r.provider, r.service_id) for r in view.settings.upstreams
+            if (r.provider, r.service_id) not in listed]
+
+
+async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None) -> list[str]:
+    view = ctx.catalog.views.get(service_id)
+    if view is None:
+        svc = next((s for s in ctx.settings.services if s.id == service_id), None)
+        if svc is None:
+            return [f"service {service_id}: not in the catalog"]
+        return [f"service {service_id} ({svc.name}): not offered now",
+                *(f"  {r.provider} #{r.service_id}: not listed upstream" for r in svc.upstreams)]
+    currency = ctx.settings.gateway.currency
+    lines = [f"service {view.id} ({view.settings.name}): {quantity}"
+             + (f" x {runs} runs" if runs else "")
+             + f", advertised {wire(view.rate)} {currency}/1000, min {view.min}, max {view.max}"]
+    if view.id in ctx.catalog.held:
+        last, new = ctx.catalog.held[view.id]
+        lines.append(f"  rate held at {wire(last)} (computed {wire(new)}): "
+                     f"`smm-gateway catalog confirm {view.id}` to accept")
+    if quantity < view.min or quantity > view.max:
+        lines.append(f"  the gateway refuses this quantity (range {view.min}..{view.max})")
+    picked = False
+    total = quantity * (runs or 1)
+    for choice in await verdicts(ctx, view, quantity, runs):
+        c = choice.candidate
+        cost = wire(c.cost_rate * total / THOUSAND)
+        if choice.reason is None and not picked:
+            verdict, picked = "TAKEN: the next order goes here", True
+        elif choice.reason is None:
+            verdict = "fallback if the ones above refuse"
+        else:
+            verdict = f"skipped: {choice.reason}"
+        lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
+                     f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
+    for provider, sid in _unlisted(view):
+        lines.append(f"  {provider} #{sid}: skipped: not listed upstream")
+    if not picked:
+        lines.append("  no candidate can take it: the client gets "
+                     "'Service is temporarily unavailable'")
+    return lines
+
+
+async def show(ctx: Resources) -> list[str]:
+    currency = ctx.settings.gateway.currency
+    lines = []
+    for name in ctx.providers:
+        fetched = ctx.catalog.fetched_at(name)
+        age = f"{time.time() - fetched:.0f}s old" if fetched else "never fetched"
+        known = ctx.balances.in_gateway_currency(name)
+        balance = f"balance {wire(known)} {currency}" if known is not None else "balance unknown"
+        lines.append(f"provider {name}: list {age}, {balance}, "
+                     f"breaker {await ctx.breakers.state(name)}")
+    lines.append("")
+    for view in ctx.catalog.views.values():
+        held = " (held: confirm to change)" if view.id in ctx.catalog.held else ""
+        lines.append(f"{view.id:>7}  {view.settings.name}  {wire(view.rate)} {currency}/1000"
+                     f"{held}  min {view.min} max {view.max}  {view.type}")
+        choices = await verdicts(ctx, view, view.min, None)
+        first = next((ch for ch in choices if ch.reason is None), None)
+        for ch in choices:
+            c = ch.candidate
+            mark = "->" if ch is first else "  "
+            state = "probe due" if ch.probe else await ctx.breakers.state(c.provider)
+            note = f"  ({ch.reason})" if ch.reason else ""
+            lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
+                         f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}")
+        for provider, sid in _unlisted(view):
+            lines.append(f"            {provider:<14} #{sid:<8} not listed upstream")
+    for svc in ctx.settings.services:
+        if svc.id not in ctx.catalog.views:
+            lines.append(f"{svc.id:>7}  {svc.name}  not offered: no candidate is listed upstream")
+            lines += [f"            {r.provider:<14} #{r.service_id:<8} not listed upstream"
+                      for r in svc.upstreams]
+    return lines

@@ -1,0 +1,53 @@
+"""``python -m gateway.sim`` / ``smm-gateway simulate``: run one simulated provider."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from decimal import Decimal
+
+from gateway.sim.catalog import load_catalog
+from gateway.sim.options import DIALECTS, FAULTS, SimOptions
+from gateway.sim.server import serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point: ``python -m gateway.sim --port 9001``."""
+    parser = argparse.ArgumentParser(
+        prog="smm-simulator", description="Simulated SMM API v2 provider."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--dialect", choices=DIALECTS, default="toksmm")
+    parser.add_argument("--catalog", metavar="FILE", help="JSON list of services")
+    parser.add_argument("--balance", type=Decimal, default=Decimal(1000))
+    parser.add_argument("--currency", default="USD")
+    parser.add_argument("--key", default=None, help="required API key (default: any)")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fault", choices=FAULTS, default=None)
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=None,
+        help="fraction of requests hit by --fault (default 1.0 with --fault, else 0)",
+    )
+    parser.add_argument("--order-start", type=int, default=1)
+    parser.add_argument("--progress-s", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    fault_rate = args.fault_rate
+    if fault_rate is None:
+        fault_rate = 1.0 if args.fault else 0.0
+    options = SimOptions(
+        dialect=args.dialect,
+        catalog=load_catalog(args.catalog) if args.catalog else None,
+        balance=args.balance,
+        currency=args.currency,
+        key=args.key,
+        latency_ms=args.latency_ms,
+        fault=args.fault,
+        fault_rate=fault_rate,
+        order_start=args.order_start,
+        progress_s=args.progress_s,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(options, args.host, args.port)

@@ -1,0 +1,162 @@
+"""The control API under ``/_sim/``: JSON, no key, for tests and benchmarks.
+
+Reads: ``GET requests[?action=...]`` (the request log, faulted requests included),
+``orders``, ``orders/<id>``, ``stats`` and ``balance``; ``health`` answers any method.
+Changes (``POST`` with a JSON body): ``fault``, ``latency``, ``balance``, ``catalog``,
+``reject`` (refuse the next adds with an error), ``orders/<id>`` (force a status) and
+``reset``. A malformed body raises; :class:`~gateway.sim.simulator.Simulator` turns
+that into a 400. Money here always has 5 decimals, whatever the dialect.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from gateway.sim.codec import DECODE, NOT_FOUND, OK, SimResponse, json_response, money, to_int
+from gateway.sim.options import FAULTS
+from gateway.sim.state import Order
+
+if TYPE_CHECKING:
+    from gateway.sim.simulator import Simulator
+
+_ORDER_PREFIX = "orders/"
+
+
+def answer(sim: Simulator, method: str, sub: str, query: str, body: bytes) -> SimResponse:
+    """Answer ``/_sim/<sub>``."""
+    if sub == "health":
+        return OK
+    if method == "GET":
+        return _get(sim, sub, query)
+    if method != "POST":
+        return NOT_FOUND
+    # decoded before the path is looked at: a bad body is a 400 on any path
+    data: Any = DECODE(body) if body.strip() else {}
+    change = _CHANGES.get(sub)
+    if change is not None:
+        change(sim, data)
+        return OK
+    if sub.startswith(_ORDER_PREFIX):
+        return _force(sim, sub[len(_ORDER_PREFIX) :], data)
+    return NOT_FOUND
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _order_view(sim: Simulator, o: Order, now: float) -> dict[str, Any]:
+    status, start, remains = sim.book.progress(o, now)
+    return {
+        "order": o.id,
+        "service": o.service,
+        "link": o.link,
+        "quantity": o.quantity,
+        "runs": o.runs,
+        "interval": o.interval,
+        "charge": money(o.charge, 5),
+        "status": status,
+        "start_count": start,
+        "remains": remains,
+        "refunded": money(o.refunded, 5),
+        "params": o.params,
+    }
+
+
+def _get(sim: Simulator, sub: str, query: str) -> SimResponse:
+    q = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    if sub == "requests":
+        action = q.get("action")
+        if action:
+            return json_response({"requests": [r for r in sim.requests if r["action"] == action]})
+        return json_response({"requests": list(sim.requests)})
+    if sub == "orders":
+        sim.book.settle_all()
+        now = time.monotonic()
+        return json_response(
+            {"orders": [_order_view(sim, o, now) for o in sim.book.orders.values()]}
+        )
+    if sub.startswith(_ORDER_PREFIX):
+        o = sim.book.lookup(sub[len(_ORDER_PREFIX) :])
+        if o is None:
+            return NOT_FOUND
+        return json_response(_order_view(sim, o, time.monotonic()))
+    if sub == "stats":
+        return json_response({"actions": dict(sim.stats), "total": sim.total})
+    if sub == "balance":
+        sim.book.settle_all()
+        return json_response({"balance": money(sim.book.balance, 5), "currency": sim.currency})
+    return NOT_FOUND
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def _set_fault(sim: Simulator, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise TypeError("expected an object")
+    fault = data.get("fault")
+    if fault is not None:
+        fault = str(fault)
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+    rate = data.get("rate")
+    sim.fault = fault
+    sim.fault_rate = float(rate) if rate is not None else (1.0 if fault else 0.0)
+
+
+def _set_latency(sim: Simulator, data: Any) -> None:
+    ms = data.get("ms", 0) if isinstance(data, dict) else data
+    sim.latency_ms = max(0.0, float(ms or 0))
+
+
+def _set_balance(sim: Simulator, data: Any) -> None:
+    value = data.get("balance") if isinstance(data, dict) else data
+    sim.book.balance = Decimal(str(value))
+
+
+def _set_catalog(sim: Simulator, data: Any) -> None:
+    services = data.get("services") if isinstance(data, dict) else data
+    if not isinstance(services, list):
+        raise TypeError('expected {"services": [...]}')
+    sim.set_catalog(services)
+
+
+def _set_reject(sim: Simulator, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise TypeError("expected an object")
+    error = data.get("error")
+    count = to_int(data.get("count", 1))
+    if error is None or count == 0:
+        sim.reject_error, sim.reject_count = None, 0
+    else:
+        sim.reject_error = str(error)
+        # a count that is not a number means one; a negative one, until cleared
+        sim.reject_count = count if count is not None else 1
+
+
+def _reset(sim: Simulator, data: Any) -> None:
+    sim.reset()
+
+
+_CHANGES: dict[str, Callable[[Simulator, Any], None]] = {
+    "fault": _set_fault,
+    "latency": _set_latency,
+    "balance": _set_balance,
+    "catalog": _set_catalog,
+    "reject": _set_reject,
+    "reset": _reset,
+}
+
+
+def _force(sim: Simulator, raw_id: str, data: Any) -> SimResponse:
+    o = sim.book.lookup(raw_id)
+    if o is None:
+        return NOT_FOUND
+    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+        raise TypeError('expected {"status": ...}')
+    sim.book.force(o, data["status"], to_int(data.get("start_count")), to_int(data.get("remains")))
+    return OK

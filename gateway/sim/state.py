@@ -1,0 +1,212 @@
+"""The simulated account: its balance, orders and refills, and how they move on.
+
+Orders progress lazily from their age, computed whenever one is looked at:
+``Pending`` for the first third of ``progress_s``, ``In progress`` for the second,
+then final (``Completed``, or ``Partial`` when the link contains ``partial``). A
+status forced through the control API, or a cancel, pins the order instead.
+
+What a final status gives back is refunded to the balance once, when the order is
+first seen in it (``settle``): a Partial returns the charge of what remains, a
+Canceled or Refunded order all of it. Money is :class:`~decimal.Decimal`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from gateway.models import FINAL_STATUSES
+from gateway.sim.catalog import Service
+from gateway.sim.codec import EIGHT_PLACES, to_int
+
+_REFUNDED_IN_FULL = ("Canceled", "Refunded")
+_REFILLABLE = ("Completed", "Partial")
+
+# (status, start_count, remains)
+Progress = tuple[str, int, int]
+
+
+@dataclass(slots=True)
+class Order:
+    """One order as placed, and what has been refunded on it so far."""
+
+    id: int
+    service: int
+    link: str
+    quantity: int
+    runs: int | None
+    interval: int | None
+    total: int
+    charge: Decimal
+    created: float  # monotonic
+    params: dict[str, Any]
+    refill_ok: bool
+    cancel_ok: bool
+    partial: bool
+    start_base: int
+    refunded: Decimal = Decimal(0)
+    forced: Progress | None = None
+
+
+@dataclass(slots=True)
+class Refill:
+    """One refill request on an order."""
+
+    id: int
+    order: int
+    created: float  # monotonic
+
+
+class Book:
+    """Balance, orders and refills of the one account a simulator serves."""
+
+    def __init__(self, balance: Decimal, order_start: int, progress_s: float) -> None:
+        self.balance = balance
+        self.orders: dict[int, Order] = {}
+        self.refills: dict[int, Refill] = {}
+        self.progress_s = progress_s
+        self._next_order = order_start
+        self._next_refill = order_start
+        # Partial orders not yet refunded: reading the balance settles them first,
+        # so it is the same whether or not their status was asked for.
+        self._unsettled: set[int] = set()
+
+    def lookup(self, raw: str) -> Order | None:
+        """The order with this id as sent, if any."""
+        oid = to_int(raw)
+        return self.orders.get(oid) if oid is not None else None
+
+    def lookup_refill(self, raw: Any) -> Refill | None:
+        """The refill with this id as sent, if any."""
+        rid = to_int(raw)
+        return self.refills.get(rid) if rid is not None else None
+
+    def place(
+        self,
+        svc: Service,
+        link: str,
+        counts: tuple[int, int | None, int | None],
+        params: dict[str, Any],
+    ) -> Order | None:
+        """Charge and record an order of ``(quantity, runs, interval)``; ``None`` if unpaid."""
+        quantity, runs, interval = counts
+        total = quantity * (runs or 1)
+        charge = svc.rate * total / 1000
+        if charge > self.balance:
+            return None
+        self.balance -= charge
+        oid = self._next_order
+        self._next_order += 1
+        partial = "partial" in link.lower()
+        order = Order(
+            id=oid,
+            service=svc.id,
+            link=link,
+            quantity=quantity,
+            runs=runs,
+            interval=interval,
+            total=total,
+            charge=charge,
+            created=time.monotonic(),
+            params=params,
+            refill_ok=svc.refill,
+            cancel_ok=svc.cancel,
+            partial=partial,
+            # a stable, made-up follower count the order starts from
+            start_base=(oid * 7919) % 9000 + 100,
+        )
+        self.orders[oid] = order
+        if partial:
+            self._unsettled.add(oid)
+        return order
+
+    def progress(self, o: Order, now: float) -> Progress:
+        """(status, start_count, remains) of an order now; settles refunds once."""
+        if o.forced is not None:
+            return o.forced
+        ps = self.progress_s
+        if ps > 0:
+            age = now - o.created
+            if age < ps / 3:
+                return ("Pending", 0, o.total)
+            if age < 2 * ps / 3:
+                return ("In progress", o.start_base, o.total - o.total // 2)
+        if o.partial:
+            remains = min(o.total, max(1, o.total // 3))
+            self.settle(o, "Partial", remains)
+            return ("Partial", o.start_base, remains)
+        return ("Completed", o.start_base, 0)
+
+    def settle(self, o: Order, status: str, remains: int) -> None:
+        """Refund what ``status`` gives back, minus what was refunded already."""
+        if status == "Partial":
+            if o.total <= 0:
+                target = Decimal(0)
+            else:
+                target = (o.charge * remains / o.total).quantize(EIGHT_PLACES)
+        elif status in _REFUNDED_IN_FULL:
+            target = o.charge
+        else:
+            target = Decimal(0)
+        if target > o.refunded:
+            self.balance += target - o.refunded
+            o.refunded = target
+        if status in FINAL_STATUSES:
+            self._unsettled.discard(o.id)
+
+    def settle_all(self) -> None:
+        """Settle every order that may have reached Partial unseen."""
+        if self._unsettled:
+            now = time.monotonic()
+            for oid in list(self._unsettled):
+                o = self.orders.get(oid)
+                if o is None:
+                    self._unsettled.discard(oid)
+                else:
+                    self.progress(o, now)
+
+    def new_refill(self, o: Order, now: float) -> int | str:
+        """Refill id, or an error message."""
+        status = self.progress(o, now)[0]
+        if not o.refill_ok or status not in _REFILLABLE:
+            return "Refill is disabled for this service"
+        rid = self._next_refill
+        self._next_refill += 1
+        self.refills[rid] = Refill(rid, o.id, now)
+        return rid
+
+    def refill_status(self, r: Refill, now: float) -> str:
+        """Refills complete after half of ``progress_s``."""
+        ps = self.progress_s
+        return "Pending" if ps > 0 and now - r.created < ps / 2 else "Completed"
+
+    def cancel(self, o: Order, now: float) -> str | None:
+        """Cancel the order; ``None`` on success, else why not."""
+        if not o.cancel_ok:
+            return "Cancel is disabled for this service"
+        status, start, _remains = self.progress(o, now)
+        if status in FINAL_STATUSES:
+            return "Order cannot be canceled"
+        o.forced = ("Canceled", start, o.total)
+        self.settle(o, "Canceled", o.total)
+        return None
+
+    def force(self, o: Order, status: str, start: int | None, remains: int | None) -> None:
+        """Pin an order's status; start count and remains default to what suits it."""
+        if status == "Pending":
+            default_remains, default_start = o.total, 0
+        elif status == "Completed":
+            default_remains, default_start = 0, o.start_base
+        elif status == "Partial":
+            default_remains, default_start = min(o.total, max(1, o.total // 2)), o.start_base
+        elif status in _REFUNDED_IN_FULL:
+            default_remains, default_start = o.total, o.start_base
+        else:
+            default_remains, default_start = o.total - o.total // 2, o.start_base
+        remains = default_remains if remains is None else max(0, min(remains, o.total))
+        start = default_start if start is None else start
+        o.forced = (status, start, remains)
+        self.settle(o, status, remains)
+        self._unsettled.discard(o.id)

@@ -1,0 +1,81 @@
+"""Prepaid client balances: reserve, release, refund and top up, exactly, in Redis.
+
+Every movement is one Lua script that changes the balance and appends the
+matching entry to the client's ledger stream, atomically; all of a client's keys
+share one hash tag, so the scripts also run on a Redis Cluster. Amounts are
+integers of `money.UNIT` inside Redis (INCRBY/DECRBY: int64 arithmetic) and
+Decimal everywhere else.
+
+Settlement of an order (release after a definite rejection, refund after
+Partial/Canceled/Refunded) is marked with HSETNX on the order id inside the same
+script: however many replicas see the final status, however often, it happens
+once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.clock import SYSTEM, Clock
+from gateway.money import from_units, to_units
+from gateway.state import keys, scripts
+from gateway.state.connect import AnyRedis, maps_redis_errors, text
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    type: str  # topup | charge | release | refund | adjust
+    amount: Decimal
+    balance: Decimal
+    order: str
+    note: str
+    t: float
+
+
+@maps_redis_errors
+class Ledger:
+    def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._reserve = redis.register_script(scripts.RESERVE)
+        self._credit = redis.register_script(scripts.CREDIT)
+
+    async def reserve(self, client: str, amount: Decimal, order_id: int) -> bool:
+        """Take `amount` for an order before it is sent; False if the balance is short."""
+        ok, _ = await self._reserve(
+            keys=[keys.client_balance(client), keys.client_ledger(client)],
+            args=[to_units(amount), order_id, f"{self._clock.time():.3f}", ""])
+        return bool(ok)
+
+    async def credit(self, client: str, amount: Decimal, kind: str, order_id: int | None = None,
+                     note: str = "", settle: bool = False) -> bool:
+        """Add `amount` (negative to take); with `settle`, at most once per order.
+
+        True if the balance moved, False if this order was already settled.
+        """
+        ok, _ = await self._credit(
+            keys=[keys.client_balance(client), keys.client_ledger(client),
+                  keys.client_settled(client)],
+            args=[to_units(amount), "" if order_id is None else order_id,
+                  f"{self._clock.time():.3f}", kind, note, "1" if settle else "0"])
+        return bool(ok)
+
+    async def balance(self, client: str) -> Decimal:
+        return from_units(await self._redis.get(keys.client_balance(client)) or 0)
+
+    async def history(self, client: str) -> list[Entry]:
+        out: list[Entry] = []
+        for entry_id, raw in await self._redis.xrange(keys.client_ledger(client)) or []:
+            f = {text(k): text(v) for k, v in (raw or {}).items()}
+            out.append(Entry(
+                id=text(entry_id or ""), type=f["type"], amount=from_units(f["amount"]),
+                balance=from_units(f["balance"]), order=f.get("order", ""),
+                note=f.get("note", ""), t=float(f.get("t", 0))))
+        return out
+
+    async def check(self, client: str) -> tuple[Decimal, Decimal]:
+        """(balance, sum of ledger entries): equal unless something bypassed the ledger."""
+        entries = await self.history(client)
+        return await self.balance(client), sum((e.amount for e in entries), Decimal(0))

@@ -1,0 +1,118 @@
+"""Order and refill records, and the counters that hand out their ids.
+
+Records are msgpack structs in bucket hashes (`keys.order_bucket`); every call
+that touches several records is one pipelined round trip. Ids come from shared
+counters (INCRBY), so they are unique across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+import msgspec
+
+from gateway.models import OrderRecord, RefillRecord
+from gateway.state import keys, scripts
+from gateway.state.connect import AnyRedis, maps_redis_errors
+
+R = TypeVar("R")
+
+ID_BLOCK = 16  # order ids a process takes from the counter at once
+
+_enc = msgspec.msgpack.Encoder()
+_order_dec = msgspec.msgpack.Decoder(OrderRecord)
+_refill_dec = msgspec.msgpack.Decoder(RefillRecord)
+
+
+def _by_bucket(ids: Iterable[int], bucket: Callable[[int], str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in ids:
+        groups[bucket(i)].append(i)
+    return groups
+
+
+@maps_redis_errors
+class Orders:
+    def __init__(self, redis: AnyRedis) -> None:
+        self.redis = redis
+        self._floor = redis.register_script(scripts.FLOOR)
+        self._ids: list[int] = []
+        self._id_lock = asyncio.Lock()
+
+    async def set_sequence_floors(self, order_start: int, refill_start: int) -> None:
+        await self._floor(keys=[keys.ORDER_SEQ], args=[order_start - 1])
+        await self._floor(keys=[keys.REFILL_SEQ], args=[refill_start - 1])
+
+    # --- orders --------------------------------------------------------------
+
+    async def next_order_id(self) -> int:
+        """The next id from the shared counter, taken ID_BLOCK at a time per process.
+
+        Ids stay unique across replicas and never go backwards in one process; a
+        restart leaves the rest of its block unused.
+        """
+        async with self._id_lock:
+            if not self._ids:
+                last = int(await self.redis.incrby(keys.ORDER_SEQ, ID_BLOCK))
+                self._ids = list(range(last, last - ID_BLOCK, -1))
+            return self._ids.pop()
+
+    async def put_order(self, order_id: int, record: OrderRecord) -> None:
+        await self.put_orders({order_id: record})
+
+    async def put_orders(self, records: Mapping[int, OrderRecord]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id, record in records.items():
+            pipe.hset(keys.order_bucket(order_id), str(order_id), _enc.encode(record))
+            # in flight or ambiguous: listed by `orders unknown` until settled
+            if record.state in ("dispatching", "unknown"):
+                pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
+            else:
+                pipe.srem(keys.UNKNOWN_ORDERS, order_id)
+        await pipe.execute()
+
+    async def get_orders(self, ids: Iterable[int]) -> dict[int, OrderRecord]:
+        """Records of the given ids that exist, in one round trip."""
+        return await self._get_records(ids, keys.order_bucket, _order_dec)
+
+    async def unknown_orders(self) -> dict[int, OrderRecord]:
+        ids = sorted(int(i) for i in await self.redis.smembers(keys.UNKNOWN_ORDERS))
+        return await self.get_orders(ids)
+
+    # --- refills -------------------------------------------------------------
+
+    async def put_refills(self, records: Mapping[int, RefillRecord]) -> None:
+        if not records:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for refill_id, record in records.items():
+            pipe.hset(keys.refill_bucket(refill_id), str(refill_id), _enc.encode(record))
+        await pipe.execute()
+
+    async def new_refill_ids(self, count: int) -> list[int]:
+        if count == 0:
+            return []
+        last = int(await self.redis.incrby(keys.REFILL_SEQ, count))
+        return list(range(last - count + 1, last + 1))
+
+    async def get_refills(self, ids: Iterable[int]) -> dict[int, RefillRecord]:
+        return await self._get_records(ids, keys.refill_bucket, _refill_dec)
+
+    async def _get_records(self, ids: Iterable[int], bucket: Callable[[int], str],
+                           decoder: msgspec.msgpack.Decoder[R]) -> dict[int, R]:
+        """One HMGET per bucket, all in one pipelined round trip."""
+        groups = _by_bucket(ids, bucket)
+        if not groups:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for name, members in groups.items():
+            pipe.hmget(name, [str(i) for i in members])
+        found: dict[int, R] = {}
+        for members, values in zip(groups.values(), await pipe.execute(), strict=True):
+            for record_id, value in zip(members, values, strict=True):
+                if value is not None:
+                    found[record_id] = decoder.decode(value)
+        return found

@@ -1,0 +1,161 @@
+"""Every Lua script the gateway runs, in one place.
+
+Anything that reads and then writes shared state runs here, inside Redis, so
+replicas never race on a read-modify-write from Python. Each script names its
+KEYS and ARGV; all the keys of one script share a hash tag, so every script also
+runs on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+# Raise a counter to at least ARGV[n] (shared by FLOOR and MIRROR_ID).
+_RAISE_TO = """
+local function raise_to(key, at_least)
+  local current = tonumber(redis.call('GET', key) or '0')
+  if current < at_least then redis.call('SET', key, at_least) end
+end
+"""
+
+# KEYS: counter. ARGV: floor. The next INCR hands out more than the floor.
+FLOOR = _RAISE_TO + """
+raise_to(KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+# KEYS: mirror ids hash, mirror sequence. ARGV: field, first id. An id once, for ever.
+MIRROR_ID = _RAISE_TO + """
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if id then return id end
+raise_to(KEYS[2], tonumber(ARGV[2]) - 1)
+id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], id)
+return id
+"""
+
+# KEYS: lock. ARGV: token. Delete the lock only if this holder still owns it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# --- breakers -----------------------------------------------------------------
+
+# KEYS: breaker. ARGV: now ms, successes, failures, window s, min requests,
+# threshold, keep ms. Returns the state after counting.
+BREAKER_RECORD = """
+local now, s, f = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local window, minreq, thr = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local function reset(to)
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'state', to, 'since', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  return to
+end
+if state == 'half' then
+  if f > 0 then return reset('open') end
+  if s > 0 then return reset('closed') end
+  return state
+end
+if state == 'open' then return state end
+local sec = math.floor(now / 1000)
+if s > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. sec, s) end
+if f > 0 then redis.call('HINCRBY', KEYS[1], 'f:' .. sec, f) end
+local total, fails = 0, 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local kind, at = string.match(all[i], '^([sf]):(%d+)$')
+  if kind then
+    if tonumber(at) <= sec - window then
+      redis.call('HDEL', KEYS[1], all[i])
+    else
+      local n = tonumber(all[i + 1])
+      total = total + n
+      if kind == 'f' then fails = fails + n end
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+if total >= minreq and fails / total >= thr then return reset('open') end
+return 'closed'
+"""
+
+# KEYS: provider breaker, service breaker. ARGV: now ms, cooldown ms, probe ttl ms,
+# keep ms, take ('1': become the probe when one is due; '0': only look).
+# Returns {verdict, which, state}: verdict 1 = go, 2 = go as the probe, 0 = refused;
+# which = 1 (provider) or 2 (service); state = the refusing breaker's state.
+BREAKER_ALLOW = """
+local now = tonumber(ARGV[1])
+local take = ARGV[5] == '1'
+for i = 1, 2 do
+  local state = redis.call('HGET', KEYS[i], 'state') or 'closed'
+  if state ~= 'closed' then
+    local since = tonumber(redis.call('HGET', KEYS[i], 'since') or '0')
+    if state == 'open' and now - since >= tonumber(ARGV[2]) then
+      if take then
+        redis.call('HSET', KEYS[i], 'state', 'half', 'since', ARGV[1])
+        redis.call('PEXPIRE', KEYS[i], ARGV[4])
+      end
+      return {2, i, state}
+    end
+    if state == 'half' and now - since >= tonumber(ARGV[3]) then
+      if take then redis.call('HSET', KEYS[i], 'since', ARGV[1]) end
+      return {2, i, state}
+    end
+    return {0, i, state}
+  end
+end
+return {1, 0, 'closed'}
+"""
+
+# --- money ----------------------------------------------------------------------
+
+# KEYS: balance, ledger. ARGV: units, order, time, note.
+RESERVE = """
+local bal = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if bal < amount then return {0, string.format('%d', bal)} end
+local after = redis.call('DECRBY', KEYS[1], amount)
+redis.call('XADD', KEYS[2], '*', 'type', 'charge', 'amount', string.format('%d', -amount),
+  'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[4])
+return {1, string.format('%d', after)}
+"""
+
+# KEYS: balance, ledger, settled. ARGV: units (signed), order, time, type, note, settle.
+# With settle = '1' the movement happens at most once per order.
+CREDIT = """
+if ARGV[6] == '1' then
+  if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4]) == 0 then
+    return {0, redis.call('GET', KEYS[1]) or '0'}
+  end
+end
+local after = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'type', ARGV[4], 'amount', ARGV[1],
+  'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[5])
+return {1, string.format('%d', after)}
+"""
+
+# --- limits ---------------------------------------------------------------------
+
+# KEYS: bucket. ARGV: rate per second, burst, now in ms. 1 = allowed.
+TOKEN_BUCKET = """
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(v[1]) or burst
+local ts = tonumber(v[2]) or now
+local elapsed = now - ts
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate / 1000)
+local ok = 0
+if tokens >= 1 then tokens = tokens - 1; ok = 1 end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return ok
+"""
+
+# KEYS: counter. ARGV: window s. The count, starting a window at the first.
+COUNT_IN_WINDOW = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""

@@ -1,0 +1,99 @@
+"""Opening every resource the gateway needs, in one place, on one AsyncExitStack.
+
+The app's lifespan, the operator commands (`route`, `catalog show`) and the
+unit tests all build the same `Resources` here, so what `route` explains is
+what a serving replica does. Whatever is opened is closed, in reverse order,
+even when start-up fails half-way.
+
+    redis -> state (orders, ledger, claims, clients, limits, breakers, caches)
+          -> provider clients -> catalog -> balances
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.clock import SYSTEM, Clock
+from gateway.config import ProviderSettings, Settings
+from gateway.routing.balances import Balances
+from gateway.routing.catalog import Catalog
+from gateway.state.balances import KnownBalances
+from gateway.state.breakers import Breakers
+from gateway.state.catalogs import Catalogs
+from gateway.state.claims import Claims
+from gateway.state.clients import Directory
+from gateway.state.connect import AnyRedis, connect, ping
+from gateway.state.ledger import Ledger
+from gateway.state.limits import RateLimiter
+from gateway.state.locks import Locks
+from gateway.state.orders import Orders
+from gateway.upstream.client import ProviderClient
+from gateway.upstream.transport import Transport, make_transport
+
+TransportFactory = Callable[[ProviderSettings], Transport]
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    clock: Clock
+    redis: AnyRedis
+    orders: Orders
+    catalogs: Catalogs
+    ledger: Ledger
+    claims: Claims
+    directory: Directory
+    limiter: RateLimiter
+    breakers: Breakers
+    providers: dict[str, ProviderClient]
+    catalog: Catalog
+    balances: Balances
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, redis_url: str, *, serving: bool = True,
+                         transport: TransportFactory | None = None,
+                         clock: Clock = SYSTEM) -> AsyncIterator[Resources]:
+    """Everything opened and ready; closed on exit.
+
+    `serving`: start the background refresh of catalogs and balances, raise the
+    id counters to their configured floors and import the config's clients.
+    Without it (operator commands) the shared state is only read.
+    `transport`: how to reach a provider (tests pass a mock transport).
+    """
+    g = settings.gateway
+
+    def default_transport(p: ProviderSettings) -> Transport:
+        return make_transport(g.transport, p.url, p.timeout_s, p.max_concurrency)
+
+    make = transport or default_transport
+    async with AsyncExitStack() as stack:
+        redis = connect(redis_url)
+        stack.push_async_callback(redis.aclose)
+        providers: dict[str, ProviderClient] = {}
+        for p in settings.providers:
+            providers[p.name] = ProviderClient(p, make(p))
+            stack.push_async_callback(providers[p.name].aclose)
+        locks = Locks(redis)
+        breakers = Breakers(redis, g, clock)
+        stack.push_async_callback(breakers.aclose)
+        orders, catalogs = Orders(redis), Catalogs(redis)
+        directory = Directory(redis, clock)
+        await ping(redis)
+        if serving:
+            await orders.set_sequence_floors(g.order_id_start, g.refill_id_start)
+            await directory.import_config(settings.clients)
+        catalog = Catalog(settings, catalogs, locks, providers, clock)
+        stack.push_async_callback(catalog.aclose)
+        wait = max((p.timeout_s for p in settings.providers), default=1.0)
+        await catalog.start(wait_s=wait, loop=serving)
+        balances = Balances(KnownBalances(redis), locks, providers, g, clock)
+        stack.push_async_callback(balances.aclose)
+        await balances.start(loop=serving)
+        yield Resources(
+            settings=settings, clock=clock, redis=redis, orders=orders, catalogs=catalogs,
+            ledger=Ledger(redis, clock), claims=Claims(redis, clock), directory=directory,
+            limiter=RateLimiter(redis, clock), breakers=breakers, providers=providers,
+            catalog=catalog, balances=balances)
