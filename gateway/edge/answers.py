@@ -6,7 +6,7 @@ route catches anything itself. Every answer is JSON, never HTML, and with
 clients that raise on any other status).
 
 A Redis outage (`StoreUnavailable`) is logged once when it starts and once when
-the next request succeeds, not as a traceback per request.
+Redis answers again, not as a traceback per request.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
 from gateway.errors import ClientError, StoreUnavailable
+from gateway.state.connect import AnyRedis, ping
 from gateway.wire import ENCODER, ErrorAnswer
 
 log = logging.getLogger("gateway.edge")
@@ -30,22 +31,38 @@ TOO_LARGE = "Request body too large (64 KiB at most)"
 
 
 class Outage:
-    """Whether Redis is known to be down, so an outage is logged once, not per request."""
+    """Whether Redis is known to be down, so an outage is logged once, not per request.
+
+    A request that succeeds during an outage may have been answered from memory (a
+    cached key, `services`), so success alone does not end it: Redis must answer a
+    PING, asked by the first success after a failure and otherwise at most once per
+    CHECK_S while the outage lasts.
+    """
+
+    CHECK_S = 1.0
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self._checked = 0.0
 
     def failed(self, exc: StoreUnavailable) -> None:
+        self._checked = 0.0  # the next request that succeeds checks at once
         if self.since is None:
             self.since = time.monotonic()
             log.error("redis unavailable: answering 503 until it is back",
                       extra={"error": str(exc)})
 
-    def ok(self) -> None:
-        if self.since is not None:
-            log.warning("redis is back", extra={"outage_s": round(time.monotonic()
-                                                                  - self.since, 3)})
-            self.since = None
+    async def succeeded(self, redis: AnyRedis) -> None:
+        """Called after a request succeeded; ends a known outage once Redis answers."""
+        if self.since is None or time.monotonic() - self._checked < self.CHECK_S:
+            return
+        self._checked = time.monotonic()
+        try:
+            await ping(redis)
+        except StoreUnavailable:
+            return
+        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - self.since, 3)})
+        self.since = None
 
 
 def error(request: Request[Any, Any, Any], message: str, status: int) -> Response[bytes]:

@@ -54,7 +54,7 @@ async def api_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
     if handler is None:
         raise ClientError("Incorrect request: unknown action")
     result = await handler(client, fields)
-    state.outage.ok()
+    await state.outage.succeeded(r.redis)
     if isinstance(result, Encoded):  # `services`: pre-encoded, with its ETag
         if request.headers.get("if-none-match") == result.etag:
             return Response(b"", status_code=304, headers={"ETag": result.etag})
@@ -70,7 +70,7 @@ async def api_v2_get() -> None:
 @get("/healthz", include_in_schema=False)
 async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     await ping(request.app.state.resources.redis)
-    request.app.state.outage.ok()
+    await request.app.state.outage.succeeded(request.app.state.resources.redis)
     return Response(b'{"ok":true}', media_type=JSON)
 
 

@@ -38,7 +38,7 @@ def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
                                      max_connections=pool_size)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=POOL_WAIT_S)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
 
 
 def text(value: bytes | str) -> str:

@@ -41,7 +41,7 @@ WRITE_ATTEMPTS = 2
 MAX_BACKOFF_S = 5.0
 MULTI_LIMIT = 100
 
-_backoff = wait_exponential_jitter(initial=0.1, max=MAX_BACKOFF_S, jitter=0.2)
+_backoff = wait_exponential_jitter(multiplier=0.1, max=MAX_BACKOFF_S, jitter=0.2)
 
 
 def _first_wait(exc: BaseException) -> float:

@@ -9,7 +9,9 @@ Each stack gets its own Redis database, flushed before it starts.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +29,67 @@ from gateway.state.embedded import free_port
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
 
-def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+class Forked:
+    """A gateway process started by `forker.py`: the part of Popen the harness uses.
+
+    The forker's children are reaped by the kernel, so the exit code is not
+    known here; `returncode` is -1 once the process is gone.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = -1
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.01)
+        return -1
+
+
+_forker: subprocess.Popen[str] | None = None
+
+
+def start_gateway(argv: list[str], env: dict[str, str],
+                  log_path: Path) -> subprocess.Popen[bytes] | Forked:
+    """`python -m gateway *argv`, its output appended to `log_path`."""
+    global _forker
+    if os.environ.get("E2E_FORK", "1") == "0":
+        with open(log_path, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "gateway", *argv], cwd=ROOT,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+    if _forker is None or _forker.poll() is not None:
+        _forker = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forker.py"))],
+                                   cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=True)
+    assert _forker.stdin is not None and _forker.stdout is not None
+    _forker.stdin.write(json.dumps({"argv": argv, "env": env, "cwd": str(ROOT),
+                                    "log": str(log_path)}) + "\n")
+    _forker.stdin.flush()
+    return Forked(int(_forker.stdout.readline()))
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes] | Forked, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -42,7 +104,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes] | Forked) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -101,7 +163,7 @@ class Gateway:
             r = redis.Redis.from_url(redis_url)
             r.flushdb()
             r.close()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | Forked | None = None
         self.log_path = tmp / "gateway.log"
         self.start()
 
@@ -109,11 +171,8 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v2"
         env = {**os.environ, "REDIS_URL": self.redis_url}
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)], cwd=ROOT, env=env, stdout=self._log,
-            stderr=subprocess.STDOUT)
+        self.proc = start_gateway(["serve", "--config", str(self.config_path),
+                                   "--port", str(self.port)], env, self.log_path)
         _wait(f"http://127.0.0.1:{self.port}/healthz", self.proc, "gateway")
         self.http = httpx.Client(timeout=30)
 
@@ -121,7 +180,6 @@ class Gateway:
         if self.proc is not None:
             self.http.close()
             _stop(self.proc)
-            self._log.close()
             self.proc = None
 
     def restart(self) -> None:

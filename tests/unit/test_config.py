@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from gateway.config import parse_settings
 from gateway.errors import ConfigError
+from gateway.ops.cli import main
 
 GOOD = """\
 gateway:
@@ -66,14 +66,30 @@ def test_not_yaml():
         parse_settings("a: [1\nb: 2\n", "p.yaml", env={})
 
 
-def run_check(path: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("GATEWAY_KEY", "TOKSMM_KEY", "TESTEDSMM_KEY")}
-    return subprocess.run([sys.executable, "-m", "gateway", "check-config", path],
-                          cwd=ROOT, env={**clean, **env}, capture_output=True, text=True)
+class Checked(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_check_config_on_the_shipped_example():
+@pytest.fixture
+def run_check(monkeypatch: pytest.MonkeyPatch,
+              capsys: pytest.CaptureFixture[str]) -> Callable[[str, dict[str, str]], Checked]:
+    """`smm-gateway check-config PATH` in-process, with exactly the given variables."""
+    def run(path: str, env: dict[str, str]) -> Checked:
+        for name in ("GATEWAY_KEY", "TOKSMM_KEY", "TESTEDSMM_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(ROOT)
+        with pytest.raises(SystemExit) as exited:
+            main(["check-config", path])
+        out = capsys.readouterr()
+        return Checked(int(exited.value.code or 0), out.out, out.err)
+    return run
+
+
+def test_check_config_on_the_shipped_example(run_check):
     ok = run_check("providers.yaml", {"GATEWAY_KEY": "g", "TOKSMM_KEY": "t",
                                       "TESTEDSMM_KEY": "s"})
     assert ok.returncode == 0, ok.stderr
@@ -83,7 +99,7 @@ def test_check_config_on_the_shipped_example():
     assert "providers.yaml:" in bad.stderr and "is not set" in bad.stderr
 
 
-def test_check_config_reports_a_typo_with_its_line(tmp_path):
+def test_check_config_reports_a_typo_with_its_line(tmp_path, run_check):
     path = tmp_path / "c.yaml"
     path.write_text(GOOD.replace("    timeout_s: 2", "    timeout: 2"))
     result = run_check(str(path), ENV)
