@@ -20,7 +20,7 @@ serve: $(STAMP)  ## the gateway with providers.yaml
 	$(VENV)/bin/smm-gateway serve --config providers.yaml
 
 test: $(STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
 	$(PY) -m bench
