@@ -53,6 +53,10 @@ class GatewaySettings(_Config, kw_only=True):
     breaker_cooldown_s: float = 30.0  # open -> one probe after this
     transport: TransportName = "aiohttp"
     log_level: str = "INFO"
+    # peers whose X-Forwarded-For / Forwarded / X-Real-IP is believed (addresses or CIDRs)
+    trusted_proxies: list[str] = []
+    header_timeout_s: float = 10.0  # a client must send its request head within this
+    body_timeout_s: float = 30.0  # ... and its whole body within this
 
 
 class ClientSettings(_Config, kw_only=True):
@@ -65,6 +69,7 @@ class ClientSettings(_Config, kw_only=True):
     rate_limit: float | None = None
     burst: int | None = None
     dup_window_s: float = 0.0
+    error_status: ErrorStatus | None = None  # None: gateway.error_status
 
 
 class ProviderSettings(_Config, kw_only=True):

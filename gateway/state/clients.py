@@ -20,7 +20,7 @@ from typing import Literal, cast
 import msgspec
 
 from gateway.clock import SYSTEM, Clock
-from gateway.config import ClientSettings
+from gateway.config import ClientSettings, ErrorStatus
 from gateway.digest import sha256_hex
 from gateway.money import rate_up
 from gateway.state import keys
@@ -51,6 +51,7 @@ class ClientRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     burst: int | None = None
     dup_window_s: float = 0.0  # same add within this window answers the first order
     created: float = 0.0
+    error_status: ErrorStatus | None = None  # None: the gateway-wide setting
 
     def allows(self, service_id: int) -> bool:
         return self.services is None or service_id in self.services
@@ -152,5 +153,6 @@ class Directory:
                 name=c.name, key_digest=digest_hex(c.key), mode=c.mode, markup=c.markup,
                 prices=dict(c.prices), services=c.services, active=True,
                 rate_limit=c.rate_limit, burst=c.burst, dup_window_s=c.dup_window_s,
+                error_status=c.error_status,
                 created=existing.created if existing else self._clock.time())
             await self.put(record, old_digest=existing.key_digest if existing else None)

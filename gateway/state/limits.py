@@ -27,7 +27,7 @@ class RateLimiter:
         if not allowed:
             raise TooManyRequests()
 
-    def refuse_blocked(self, address: str) -> None:
+    async def refuse_blocked(self, address: str) -> None:
         """Refuse a source address that failed authentication too often (known here)."""
         until = self._blocked.get(address)
         if until is not None:
