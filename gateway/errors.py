@@ -4,7 +4,8 @@
     ├── ClientError            answered to the client as {"error": message}
     │   ├── AuthError          401 "Invalid API key"
     │   ├── NotFound           404 "Not Found"
-    │   └── TooManyRequests    429 "Too many requests"
+    │   ├── TooManyRequests    429 "Too many requests"
+    │   └── NotReady           503 the catalog is not complete yet (cold start)
     ├── ConfigError            a bad configuration file (message carries the line)
     ├── StoreUnavailable       Redis could not be reached or failed a command:
     │                          503 "Temporary error, try again later", logged once
@@ -66,6 +67,12 @@ class TooManyRequests(ClientError):
 
     def __init__(self) -> None:
         super().__init__("Too many requests")
+
+
+class NotReady(ClientError):
+    """This replica cannot answer yet (e.g. a provider's list was never fetched)."""
+
+    status_code = 503
 
 
 class ConfigError(GatewayError):

@@ -1,4 +1,8 @@
-"""`services`: the catalog as the client may see it, pre-encoded with its ETag."""
+"""`services`: the catalog as the client may see it, pre-encoded with its ETag.
+
+Until every provider's list has been fetched once (by any replica), the answer is
+an error, never a shorter list: panels disable the services that vanish from it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway import money
+from gateway.errors import NotReady
 from gateway.routing.catalog import Catalog
 from gateway.routing.views import etag
 from gateway.state.clients import ClientRecord
 from gateway.wire import ENCODER, Encoded
+
+NOT_READY = "Service list is not available yet, try again later"
 
 Signature = tuple[int, object, tuple[object, ...], tuple[int, ...]]
 
@@ -24,6 +31,8 @@ class Services:
         """The gateway's own answer, or one per client with its own prices or services
         (rebuilt only when the catalog or the client's settings change)."""
         catalog = self._catalog
+        if not catalog.complete:
+            raise NotReady(NOT_READY)
         if client.plain:
             return Encoded(catalog.body, catalog.etag)
         signature: Signature = (catalog.version, client.markup,

@@ -18,7 +18,7 @@ from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
-from gateway.edge.probes import healthz
+from gateway.edge.probes import healthz, readyz
 from gateway.wiring import TransportFactory, open_resources
 
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings, redis_url: str, *, transport: TransportFactor
             yield
 
     app = Litestar(
-        route_handlers=[api_v2, api_v2_get, healthz],
+        route_handlers=[api_v2, api_v2_get, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,

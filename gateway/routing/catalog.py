@@ -77,6 +77,9 @@ class Catalog:
                 async with asyncio.timeout(wait_s):
                     await asyncio.gather(*(self._refresh(n) for n in due))
             await self._sync(fetch=False, force=True)
+        for name in self.never_fetched():
+            log.error("no service list from this provider yet: `services` answers an error "
+                      "until every provider's list is in", extra={"provider": name})
         if loop:
             self._task = asyncio.create_task(self._loop(), name="catalog-refresh")
 
@@ -88,6 +91,19 @@ class Catalog:
 
     def fetched_at(self, provider: str) -> float | None:
         return self._stamps.get(provider)
+
+    def never_fetched(self) -> list[str]:
+        """Providers whose list no replica has ever stored."""
+        return [name for name in self._providers if name not in self._stamps]
+
+    @property
+    def complete(self) -> bool:
+        """Every provider's list is in: a `services` answer cannot be a shrunken one."""
+        return not self.never_fetched()
+
+    async def sync(self) -> None:
+        """One pass of the background loop now: take in stored lists, refresh due ones."""
+        await self._sync(fetch=True)
 
     # --- the loop ------------------------------------------------------------
 
@@ -102,7 +118,7 @@ class Catalog:
         while True:
             await asyncio.sleep(min(POLL_S, self._ttl / 4))
             try:
-                await self._sync(fetch=True)
+                await self.sync()
             except Exception:  # the loop must outlive any one failure
                 log.exception("catalog sync failed")
 

@@ -1,0 +1,58 @@
+"""Cold start: until every provider's list has been fetched once, `services` is an
+error (never a shrunken list, which panels would act on by disabling services),
+`/readyz` says not ready, and the log names the provider that is missing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from inprocess import make_settings, serve
+from upstream import FakeProvider, Unreachable
+
+from gateway.actions.services import NOT_READY
+from gateway.clock import ManualClock
+from gateway.routing.catalog import RETRY_FAILED_S
+
+pytestmark = pytest.mark.anyio
+
+
+def listed(answer: list[dict[str, object]]) -> set[int]:
+    return {int(str(item["service"])) for item in answer}
+
+
+async def test_services_is_an_error_until_every_list_is_in(
+        redis_url: str, providers: dict[str, FakeProvider], clock: ManualClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    providers["prov-b"].fail_always("services", Unreachable())
+    async with serve(make_settings(), redis_url, providers, clock) as app:
+        r = await app.post(action="services")
+        assert r.status_code == 503
+        assert r.json() == {"error": NOT_READY}
+        ready = await app.http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False, "lists_missing": 1}
+        assert "prov-b" not in ready.text  # the probe is public: names go to the log
+        assert [getattr(rec, "provider", None) for rec in caplog.records
+                if rec.getMessage().startswith("no service list")] == ["prov-b"]
+
+        providers["prov-b"].fail_always("services", None)
+        clock.advance(RETRY_FAILED_S + 1)  # the failed refresh's back-off is over
+        app.in_app(app.resources.catalog.sync)
+        r = await app.post(action="services")
+        assert r.status_code == 200
+        assert listed(r.json()) == {1, 2, 3}
+        assert (await app.http.get("/readyz")).json() == {"ready": True}
+
+
+async def test_a_list_another_replica_stored_is_enough(
+        redis_url: str, providers: dict[str, FakeProvider], clock: ManualClock) -> None:
+    async with serve(make_settings(), redis_url, providers, clock) as app:
+        first = (await app.post(action="services")).json()
+    providers["prov-b"].fail_always("services", Unreachable())
+    async with serve(make_settings(), redis_url, providers, clock) as app:
+        r = await app.post(action="services")
+        assert r.status_code == 200
+        assert r.json() == first
+        assert (await app.http.get("/readyz")).status_code == 200
