@@ -5,9 +5,9 @@ comes (then the same process serves the whole catalog)."""
 from __future__ import annotations
 
 import httpx
-from harness import Gateway, Sim, base_config, provider
 
 from gateway.state.embedded import free_port
+from harness import Gateway, Sim, base_config, provider
 
 
 def test_cold_start_with_a_provider_down(sims, fresh_redis, tmp_path):

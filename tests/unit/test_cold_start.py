@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from inprocess import make_settings, serve
-from upstream import FakeProvider, Unreachable
 
 from gateway.actions.services import NOT_READY
 from gateway.clock import ManualClock
 from gateway.routing.catalog import RETRY_FAILED_S
+from inprocess import make_settings, serve
+from upstream import FakeProvider, Unreachable
 
 pytestmark = pytest.mark.anyio
 
