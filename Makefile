@@ -1,33 +1,44 @@
 # The two commands: `make run` (the demo) and `make test`. Both create .venv and
-# install the project into it; only Python 3.11+ and pip are needed.
+# install the project into it, pinned by constraints.txt; only Python 3.11+ and pip
+# are needed. `make run` installs the runtime dependencies only; `make test` adds
+# the test tools (pytest, hypothesis, ruff, mypy, matplotlib for the benchmark).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --quiet -c constraints.txt
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test serve lint clean bench
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)  ## the demo: two simulated providers and the gateway on :8080
+$(RUN_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e '.[test]'
+	touch $(RUN_STAMP) $(TEST_STAMP)
+
+run: $(RUN_STAMP)  ## the demo: two simulated providers and the gateway on :8080 (starts clean)
 	$(VENV)/bin/smm-gateway demo
 
-serve: $(STAMP)  ## the gateway with providers.yaml
+serve: $(RUN_STAMP)  ## the gateway with providers.yaml
 	$(VENV)/bin/smm-gateway serve --config providers.yaml
 
-test: $(STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
+test: $(TEST_STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
 	$(PY) -m pytest -q -n 2 --dist worksteal
 
-bench: $(STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
+bench: $(TEST_STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
 	$(PY) -m bench
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check gateway tests
 	$(VENV)/bin/mypy gateway
 
-clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+clean:  ## remove the virtualenv, the demo's data and tool caches; ./data (what `serve` keeps) stays
+	rm -rf $(VENV) data/demo .pytest_cache .mypy_cache .ruff_cache
+	rmdir data 2>/dev/null || true

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -129,6 +129,9 @@ class Settings(_Config, kw_only=True):
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+ConfigPath = list[str | int]
+Report = Callable[[ConfigPath, str], None]
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps floats as their text, so money never passes through float."""
@@ -141,7 +144,7 @@ def _keep_float_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
 _Loader.add_constructor("tag:yaml.org,2002:float", _keep_float_text)
 
 
-def _line_of(root: yaml.Node | None, path: list[str | int]) -> int | None:
+def _line_of(root: yaml.Node | None, path: ConfigPath) -> int | None:
     """1-based line of the node at `path` (dict keys and list indexes)."""
     node, line = root, None
     for part in path:
@@ -162,21 +165,13 @@ def _line_of(root: yaml.Node | None, path: list[str | int]) -> int | None:
     return line
 
 
-def _parse_path(text: str) -> list[str | int]:
-    """`$.providers[0].url` -> ["providers", 0, "url"]."""
-    parts: list[str | int] = []
-    for name, index in re.findall(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]", text):
-        parts.append(int(index) if index else name)
-    return parts
-
-
-def _expand_env(value: Any, env: dict[str, str], where: list[str | int],
-                missing: list[tuple[list[str | int], str]]) -> Any:
+def _expand_env(value: Any, env: dict[str, str], where: ConfigPath,
+                missing: list[tuple[ConfigPath, str]]) -> Any:
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             if m.group(1) not in env:
                 missing.append((where, m.group(1)))
-                return ""
+                return m.group(0)  # left as written; checks on this value are skipped
             return env[m.group(1)]
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
@@ -186,127 +181,77 @@ def _expand_env(value: Any, env: dict[str, str], where: list[str | int],
     return value
 
 
-def parse_settings(text: str, source: str = "<config>",
-                   env: dict[str, str] | None = None) -> Settings:
-    """Parse and validate config text. Raises ConfigError naming file and line."""
+# --- loading ----------------------------------------------------------------------
+
+def _yaml_problem(exc: yaml.YAMLError, source: str) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = ""
+        if exc.context and exc.context_mark is not None:
+            context = f"; {exc.context} at line {exc.context_mark.line + 1}"
+        return (f"{source}:{mark.line + 1}: not valid YAML: {exc.problem} "
+                f"(column {mark.column + 1}{context})")
+    return f"{source}:1: not valid YAML: {str(exc).replace('<unicode string>', source)}"
+
+
+def check_text(text: str, source: str = "<config>",
+               env: dict[str, str] | None = None) -> tuple[Settings | None, list[str]]:
+    """Every problem in a config (`file:line: message`, in line order), and the
+    settings when there is none. `serve` and `check-config` both come here."""
     env = dict(os.environ) if env is None else env
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{at}: not valid YAML: {exc}") from exc
+        return None, [_yaml_problem(exc, source)]
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: the top level must be a mapping")
-    missing: list[tuple[list[str | int], str]] = []
+        return None, [f"{source}:1: the top level must be a mapping"]
+    missing: list[tuple[ConfigPath, str]] = []
     data = _expand_env(data, env, [], missing)
-    if missing:
-        where, var = missing[0]
-        raise ConfigError(
-            f"{source}:{_line_of(root, where) or 1}: environment variable {var} is not set")
-    try:
-        settings = msgspec.convert(data, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        m = re.search(r"at `(\$[^`]*)`", message)
-        path = _parse_path(m.group(1)) if m else []
-        unknown = re.search(r"unknown field `([^`]*)`", message)
-        if unknown:
-            path.append(unknown.group(1))
-        line_no = _line_of(root, path) if m else None
-        raise ConfigError(f"{source}:{line_no or 1}: {message}") from exc
-    _check(settings, root, source)
+    found: list[tuple[int, int, str]] = []
+    skip = [tuple(where) for where, _ in missing]
+
+    def report(path: ConfigPath, message: str) -> None:
+        if any(tuple(path[:len(w)]) == w for w in skip):
+            return  # a value that is not known yet: its own checks would be noise
+        line = _line_of(root, path) or 1
+        found.append((line, len(found), f"{source}:{line}: {message}"))
+
+    for where, var in missing:
+        line = _line_of(root, where) or 1
+        found.append((line, len(found),
+                      f"{source}:{line}: environment variable {var} is not set"))
+    from gateway.config_rules import check_rules, structure
+
+    clean, broken = structure(data, report)
+    settings = msgspec.convert(clean, Settings, strict=False)
+    check_rules(settings, report, broken)
+    problems = [message for _, _, message in sorted(found)]
+    return (None if problems else settings), problems
+
+
+def parse_settings(text: str, source: str = "<config>",
+                   env: dict[str, str] | None = None) -> Settings:
+    """Parse and validate config text. Raises ConfigError naming file and line
+    (every problem, one per line, the first line first)."""
+    settings, problems = check_text(text, source, env)
+    if settings is None:
+        raise ConfigError("\n".join(problems))
     return settings
 
 
-Fail = Callable[[list[str | int], str], NoReturn]
-
-
-def _check_providers(s: Settings, fail: Fail) -> None:
-    names = [p.name for p in s.providers]
-    for i, p in enumerate(s.providers):
-        if names.count(p.name) > 1:
-            fail(["providers", i, "name"], f"provider {p.name!r} is listed twice")
-        if not p.url.startswith(("http://", "https://")):
-            fail(["providers", i, "url"], "url must start with http:// or https://")
-        if not p.key:
-            fail(["providers", i, "key"], "key is empty")
-        if p.timeout_s <= 0 or p.max_concurrency < 1:
-            fail(["providers", i], "timeout_s must be > 0 and max_concurrency >= 1")
-        if p.currency != s.gateway.currency and p.currency not in s.gateway.rates:
-            fail(["providers", i, "currency"],
-                 f"no rate for {p.currency} in gateway.rates (gateway currency is "
-                 f"{s.gateway.currency})")
-
-
-def _check_clients(s: Settings, fail: Fail) -> None:
-    seen_keys: set[str] = set()
-    for i, c in enumerate(s.clients):
-        if not c.key:
-            fail(["clients", i, "key"], "key is empty")
-        if c.key in seen_keys:
-            fail(["clients", i, "key"], "two clients share one key")
-        seen_keys.add(c.key)
-
-
-def _check_services(s: Settings, fail: Fail) -> None:
-    names = {p.name for p in s.providers}
-    ids: set[int] = set()
-    for i, svc in enumerate(s.services):
-        if svc.id in ids:
-            fail(["services", i, "id"], f"service id {svc.id} is used twice")
-        if svc.id <= 0:
-            fail(["services", i, "id"], "service id must be a positive integer")
-        ids.add(svc.id)
-        if svc.price is not None and svc.markup is not None:
-            fail(["services", i, "markup"], "give either price or markup, not both")
-        if not svc.upstreams:
-            fail(["services", i, "upstreams"], "a service needs at least one upstream")
-        for j, ref in enumerate(svc.upstreams):
-            if ref.provider not in names:
-                fail(["services", i, "upstreams", j, "provider"],
-                     f"unknown provider {ref.provider!r}")
-
-
-def _check_gateway(s: Settings, fail: Fail) -> None:
-    if s.gateway.markup <= 0:
-        fail(["gateway", "markup"], "markup must be positive")
-    if not Decimal(0) <= s.gateway.min_margin < Decimal(1):
-        fail(["gateway", "min_margin"], "min_margin is a fraction: 0 <= min_margin < 1")
-
-
-def _check_mirror(s: Settings, fail: Fail) -> None:
-    names = {p.name for p in s.providers}
-    for i, m in enumerate(s.mirror):
-        if m.provider not in names:
-            fail(["mirror", i, "provider"], f"unknown provider {m.provider!r}")
-        if m.name_pattern is not None:
-            try:
-                re.compile(m.name_pattern)
-            except re.error as exc:
-                fail(["mirror", i, "name_pattern"], f"not a regular expression: {exc}")
-    ids = [svc.id for svc in s.services]
-    if s.mirror and ids and max(ids) >= s.gateway.mirror_id_start:
-        fail(["gateway", "mirror_id_start"],
-             "mirror_id_start must be above every configured service id")
-
-
-def _check(s: Settings, root: yaml.Node | None, source: str) -> None:
-    """Cross-field rules that types alone cannot say; the first broken one is raised."""
-
-    def fail(path: list[str | int], message: str) -> NoReturn:
-        raise ConfigError(f"{source}:{_line_of(root, path) or 1}: {message}")
-
-    for check in (_check_providers, _check_clients, _check_services, _check_gateway,
-                  _check_mirror):
-        check(s, fail)
-
-
-def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:
+def check_file(path: str | Path,
+               env: dict[str, str] | None = None) -> tuple[Settings | None, list[str]]:
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from exc
-    return parse_settings(text, str(p), env)
+        return None, [f"{p}: cannot read: {exc.strerror}"]
+    return check_text(text, str(p), env)
+
+
+def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:
+    settings, problems = check_file(path, env)
+    if settings is None:
+        raise ConfigError("\n".join(problems))
+    return settings

@@ -46,8 +46,16 @@ class Refill:
             if rec.upstream_id not in groups[rec.provider]:
                 groups[rec.provider].append(rec.upstream_id or "")
         results = await self._fanout(groups, lambda p, u: p.refill(u))
-        placed = [r for r in results.values() if isinstance(r, str)]
-        new_ids = await self._orders.new_refill_ids(len(placed))
+        # refill ids in request order: the first order sent gets the lowest id
+        upstream: dict[int, str] = {}
+        for text in ids:
+            if text in found:
+                oid, rec = found[text]
+                result = results.get((rec.provider, rec.upstream_id or ""))
+                if isinstance(result, str):
+                    upstream.setdefault(oid, result)
+        rid_of = dict(zip(upstream, await self._orders.new_refill_ids(len(upstream)),
+                          strict=True))
         records: dict[int, RefillRecord] = {}
         answers: dict[str, int | ErrorAnswer] = {}
         for text in ids:
@@ -58,10 +66,10 @@ class Refill:
             result = results.get((rec.provider, rec.upstream_id or ""))
             if isinstance(result, ItemError):
                 answers[text] = ErrorAnswer(public_message(result.message, rec.provider))
-            elif isinstance(result, str) and new_ids:
-                rid = new_ids.pop()
+            elif oid in rid_of:
+                rid = rid_of[oid]
                 records[rid] = RefillRecord(client=client.name, order=oid,
-                                            provider=rec.provider, upstream_id=result,
+                                            provider=rec.provider, upstream_id=upstream[oid],
                                             created=int(self._clock.time()))
                 answers[text] = rid
             else:

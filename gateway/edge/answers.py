@@ -2,8 +2,9 @@
 
 One handler per branch of `gateway.errors`, registered once on the app; no
 route catches anything itself. Every answer is JSON, never HTML, and with
-`gateway.error_status: always-200` every error is sent with HTTP 200 (for
-clients that raise on any other status).
+`always-200` every error is sent with HTTP 200 (for clients that raise on any
+other status): the client's own `error_status` once its key is known (the api
+handler puts it on `request.state[ERROR_STATUS]`), else `gateway.error_status`.
 
 A Redis outage (`StoreUnavailable`) is logged once when it starts and once when
 Redis answers again, not as a traceback per request.
@@ -28,6 +29,7 @@ log = logging.getLogger("gateway.edge")
 JSON = "application/json"
 TEMPORARY = "Temporary error, try again later"
 TOO_LARGE = "Request body too large (64 KiB at most)"
+ERROR_STATUS = "error_status"  # request.state: the identified client's error_status
 
 
 class Outage:
@@ -65,8 +67,17 @@ class Outage:
         self.since = None
 
 
+def always_200(request: Request[Any, Any, Any]) -> bool:
+    """Whether this request's errors are sent with HTTP 200: the identified client's
+    setting, or the gateway's before (or without) one."""
+    chosen = request.state.get(ERROR_STATUS)
+    if chosen is None:
+        return bool(request.app.state.always_200)
+    return bool(chosen == "always-200")
+
+
 def error(request: Request[Any, Any, Any], message: str, status: int) -> Response[bytes]:
-    if request.app.state.always_200:
+    if always_200(request):
         status = 200
     return Response(ENCODER.encode(ErrorAnswer(message)), status_code=status, media_type=JSON)
 

@@ -18,7 +18,9 @@ from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
+from gateway.edge.peers import parse_networks
 from gateway.edge.probes import healthz, readyz
+from gateway.edge.timeouts import ReadTimeouts
 from gateway.wiring import TransportFactory, open_resources
 
 
@@ -47,4 +49,7 @@ def create_app(settings: Settings, redis_url: str, *, transport: TransportFactor
     )
     app.state.always_200 = settings.gateway.error_status == "always-200"
     app.state.outage = Outage()
+    app.state.trusted_networks = parse_networks(settings.gateway.trusted_proxies)
+    app.state.read_timeouts = ReadTimeouts(settings.gateway.header_timeout_s,
+                                           settings.gateway.body_timeout_s)
     return app

@@ -1,4 +1,10 @@
-"""The `smm-gateway` command: serve, demo, simulate, check-config, orders."""
+"""The `smm-gateway` command: serve, demo, simulate, check-config, orders, keys, catalog.
+
+`--config` and `--data-dir` default to $SMM_GATEWAY_CONFIG and $SMM_GATEWAY_DATA,
+then to `providers.yaml` and `./data`. Operator commands use REDIS_URL, or the
+embedded Redis of the gateway serving from the data dir (or its stored data); they
+never start an empty Redis on a directory that holds no gateway data.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +16,34 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.config import Settings, check_file, load_settings
 
 if TYPE_CHECKING:
     from gateway.state.connect import AnyRedis
 
 ENV_CONFIG = "SMM_GATEWAY_CONFIG"
+ENV_DATA = "SMM_GATEWAY_DATA"
 ENV_REDIS = "REDIS_URL"
 DEFAULT_CONFIG = "providers.yaml"
 DEFAULT_DATA = "./data"
+DEMO_DATA = "./data/demo"
+# what an embedded Redis leaves in its directory once it has run there
+_REDIS_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
+
+
+class NoGatewayData(Exception):
+    """An operator command pointed at a data dir that no gateway ever used."""
+
+
+def default_config() -> str:
+    return os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
+
+
+def default_data() -> str:
+    return os.environ.get(ENV_DATA) or DEFAULT_DATA
 
 
 def app_factory() -> Any:
@@ -37,19 +57,29 @@ def app_factory() -> Any:
 
 
 @contextmanager
-def redis_url(data_dir: str) -> Iterator[str]:
-    """REDIS_URL if set, else an embedded redis-server for the duration."""
+def redis_url(data_dir: str, create: bool = True) -> Iterator[str]:
+    """REDIS_URL if set, else the embedded redis-server of `data_dir` for the duration.
+
+    `create=False` (operator commands): a data dir where no embedded Redis ever ran
+    is an error (`NoGatewayData`), not a new empty Redis.
+    """
     url = os.environ.get(ENV_REDIS)
     if url:
         yield url
         return
     from gateway.state.embedded import EmbeddedRedis, running_url
 
-    running = running_url(Path(data_dir) / "redis")
+    where = Path(data_dir) / "redis"
+    running = running_url(where)
     if running:  # a gateway is serving from this data dir: share its Redis
         yield running
         return
-    server = EmbeddedRedis(Path(data_dir) / "redis")
+    if not create and not any((where / name).exists() for name in _REDIS_FILES):
+        raise NoGatewayData(
+            f"no gateway data in {data_dir} (no gateway has run there) and REDIS_URL is "
+            f"not set: give --data-dir (or set {ENV_DATA}) to the directory of a gateway "
+            f"that has run (`make run`: data/demo), or set REDIS_URL")
+    server = EmbeddedRedis(where)
     server.start()
     try:
         yield server.url
@@ -58,11 +88,13 @@ def redis_url(data_dir: str) -> Iterator[str]:
 
 
 def _load(path: str) -> Settings:
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """The config, or every problem in it on stderr and exit 2 (`serve`, `route`, ...)."""
+    settings, problems = check_file(path)
+    if settings is None:
+        for line in problems:
+            print(f"config error: {line}", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
 
 
 def _exit_on_sigterm() -> None:
@@ -80,6 +112,8 @@ def _exit_on_sigterm() -> None:
 def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> None:
     import uvicorn
 
+    from gateway.edge.timeouts import TimedHttpToolsProtocol
+
     settings = _load(config)
     _exit_on_sigterm()
     with redis_url(data_dir) as url:
@@ -90,20 +124,32 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> Non
               flush=True)
         uvicorn.run("gateway.ops.cli:app_factory", factory=True, host=host, port=port,
                     workers=workers if workers > 1 else None, loop="uvloop",
-                    http="httptools", lifespan="on", access_log=False, log_config=None,
+                    http=TimedHttpToolsProtocol, lifespan="on", access_log=False, log_config=None,
                     proxy_headers=False, server_header=False,
                     timeout_graceful_shutdown=10)
 
 
 def check_config(path: str) -> int:
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    """Every problem `serve` would refuse to start with, one `file:line: message` each."""
+    settings, problems = check_file(path)
+    if settings is None:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"{path}: {len(problems)} error{'s' if len(problems) > 1 else ''}",
+              file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(settings.clients)} clients, {len(settings.providers)} providers,"
           f" {len(settings.services)} services)")
     return 0
+
+
+def _with_redis(data_dir: str, run: Callable[[str], int]) -> int:
+    try:
+        with redis_url(data_dir, create=False) as url:
+            return run(url)
+    except NoGatewayData as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def admin(data_dir: str, command: Callable[[AnyRedis], Awaitable[list[str]]]) -> int:
@@ -123,8 +169,13 @@ def admin(data_dir: str, command: Callable[[AnyRedis], Awaitable[list[str]]]) ->
         print("\n".join(lines))
         return 0
 
-    with redis_url(data_dir) as url:
-        return asyncio.run(run(url))
+    return _with_redis(data_dir, lambda url: asyncio.run(run(url)))
+
+
+def _known_service(settings: Settings, service_id: int) -> bool:
+    if any(s.id == service_id for s in settings.services):
+        return True
+    return bool(settings.mirror) and service_id >= settings.gateway.mirror_id_start
 
 
 def catalog_command(args: argparse.Namespace) -> int:
@@ -132,33 +183,37 @@ def catalog_command(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if args.command == "catalog" and args.sub == "suggest":
         return asyncio.run(suggest(settings, args.first_id))
-
-    async def confirm(redis: AnyRedis) -> list[str]:
-        from gateway.state.catalogs import Catalogs
-
-        if await Catalogs(redis).confirm_rate(args.service):
-            return [f"service {args.service}: the current rate will be advertised "
-                    "(every replica within a few seconds)"]
-        return [f"service {args.service}: no rate on record; nothing to confirm"]
-
     if args.command == "catalog" and args.sub == "confirm":
-        return admin(args.data_dir, confirm)
+        if not _known_service(settings, args.service):
+            print(f"error: no service {args.service} in {args.config}", file=sys.stderr)
+            return 1
+        return admin(args.data_dir, lambda redis: _confirm(redis, args.service))
 
-    async def explain(url: str) -> list[str]:
+    async def explain(url: str) -> int:
         from gateway.ops.explain import route, show
         from gateway.wiring import open_resources
 
         async with open_resources(settings, url, serving=False) as r:
             if args.command == "route":
-                return await route(r, args.service, args.quantity, args.runs)
-            return await show(r)
+                lines = await route(r, args.service, args.quantity, args.runs)
+            else:
+                lines = await show(r)
+        print("\n".join(lines))
+        return 0
 
-    with redis_url(args.data_dir) as url:
-        print("\n".join(asyncio.run(explain(url))))
-    return 0
+    return _with_redis(args.data_dir, lambda url: asyncio.run(explain(url)))
 
 
-async def suggest(settings: Settings, first_id: int) -> int:
+async def _confirm(redis: AnyRedis, service_id: int) -> list[str]:
+    from gateway.state.catalogs import Catalogs
+
+    if await Catalogs(redis).confirm_rate(service_id):
+        return [f"service {service_id}: the current rate will be advertised "
+                "(every replica within a few seconds)"]
+    return [f"service {service_id}: no rate on record; nothing to confirm"]
+
+
+async def suggest(settings: Settings, first_id: int | None) -> int:
     from gateway.errors import ProviderError
     from gateway.money import Converter
     from gateway.ops.suggest import group, progress, to_yaml
@@ -180,23 +235,53 @@ async def suggest(settings: Settings, first_id: int) -> int:
             await client.aclose()
     groups = group(lists, Converter(settings.gateway),
                    {p.name: p.currency for p in settings.providers})
-    print(to_yaml(groups, settings.gateway.currency, first_id), end="")
+    taken = {s.id for s in settings.services}
+    start = first_id if first_id is not None else max(taken, default=0) + 1
+    print(to_yaml(groups, settings.gateway.currency, start, taken, settings.gateway.markup),
+          end="")
     return 0
 
 
+def _operator_hint(config: Path, data: Path) -> list[str]:
+    """How to reach the running demo with the operator commands, from another shell."""
+    lines = ["demo: operator commands from another shell (e.g. `smm-gateway keys list`):"]
+    if sys.prefix != sys.base_prefix:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        try:
+            activate = activate.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        lines.append(f"    source {activate}")
+    lines.append(f"    export {ENV_CONFIG}={config.resolve()} {ENV_DATA}={data.resolve()}")
+    return lines
+
+
 def demo(port: int, data_dir: str) -> None:
-    from gateway.sim.demo import write_demo
+    from gateway.sim.demo import clean_data_dir, write_demo
+    from gateway.state.embedded import running_url
 
     data = Path(data_dir)
+    if running_url(data / "redis"):
+        print(f"demo: a demo is already running on {data_dir}", file=sys.stderr)
+        raise SystemExit(1)
+    try:
+        wiped = clean_data_dir(data)
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     config, sims = write_demo(data, port)
     _exit_on_sigterm()
     procs = [subprocess.Popen([sys.executable, "-m", "gateway.sim", *args])
              for args in sims]
     try:
+        if wiped:
+            print(f"demo: starting clean: removed the previous demo's data in {data_dir} "
+                  "(its orders, keys and simulated providers are gone)")
         print(f"demo: two simulated providers started; config written to {config}")
         print("demo: client key: demo-key")
         print(f"demo: try  curl -s http://127.0.0.1:{port}/api/v2 "
-              "-d key=demo-key -d action=services", flush=True)
+              "-d key=demo-key -d action=services")
+        print("\n".join(_operator_hint(config, data)), flush=True)
         serve(str(config), "127.0.0.1", port, 1, data_dir)
     finally:
         for p in procs:
@@ -215,84 +300,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         simulate(argv[1:])
         return
-    parser = argparse.ArgumentParser(prog="smm-gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from gateway.ops.arguments import parser
 
-    p = sub.add_parser("serve", help="serve the gateway")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--data-dir", default=DEFAULT_DATA,
-                   help="embedded Redis data (used only when REDIS_URL is not set)")
-
-    p = sub.add_parser("demo", help="two simulated providers and the gateway, ready to curl")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--data-dir", default="./data/demo")
-
-    sub.add_parser("simulate", help="run a provider simulator (see `simulate --help`)")
-
-    p = sub.add_parser("check-config", help="validate a config file")
-    p.add_argument("file")
-
-    p = sub.add_parser("orders", help="orders whose outcome is not known, and resolving them")
-    osub = p.add_subparsers(dest="sub", required=True)
-    q = osub.add_parser("unknown", help="orders whose upstream outcome is not known")
-    q.add_argument("--data-dir", default=DEFAULT_DATA)
-    q = osub.add_parser("resolve", help="settle an unknown order")
-    q.add_argument("order", type=int)
-    way = q.add_mutually_exclusive_group(required=True)
-    way.add_argument("--placed", metavar="UPSTREAM_ID",
-                     help="the provider has it, under this order id")
-    way.add_argument("--not-placed", action="store_true",
-                     help="the provider never took it: release the client's money")
-    q.add_argument("--data-dir", default=DEFAULT_DATA)
-
-    p = sub.add_parser("keys", help="client keys, balances and ledgers")
-    ksub = p.add_subparsers(dest="sub", required=True)
-    q = ksub.add_parser("create", help="a new client; prints its key once")
-    q.add_argument("--name", required=True)
-    q.add_argument("--mode", choices=["ledger", "operator"], default="ledger")
-    q.add_argument("--markup", type=Decimal, default=None)
-    q.add_argument("--credit", default=None, help="initial prepaid balance")
-    q.add_argument("--services", default=None, help="comma separated service ids it may use")
-    q.add_argument("--rate-limit", type=float, default=None, help="requests per second")
-    q.add_argument("--burst", type=int, default=None)
-    q.add_argument("--dup-window", type=float, default=0.0,
-                   help="seconds in which an identical add answers the first order")
-    ksub.add_parser("list", help="every client")
-    for name, text in (("disable", "the key stops working"), ("enable", "the key works again"),
-                       ("rotate", "a new key; the old one stops working"),
-                       ("history", "the client's ledger")):
-        ksub.add_parser(name, help=text).add_argument("name")
-    q = ksub.add_parser("topup", help="add (or with a negative amount, take) money")
-    q.add_argument("name")
-    q.add_argument("amount")
-    q.add_argument("--note", default="")
-    q = ksub.add_parser("check", help="prove each balance equals the sum of its ledger")
-    q.add_argument("name", nargs="?")
-    for q in ksub.choices.values():
-        q.add_argument("--data-dir", default=DEFAULT_DATA)
-
-    p = sub.add_parser("route", help="explain where an order would go now, and why")
-    p.add_argument("service", type=int)
-    p.add_argument("quantity", type=int)
-    p.add_argument("--runs", type=int, default=None)
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--data-dir", default=DEFAULT_DATA)
-
-    p = sub.add_parser("catalog", help="the gateway catalog: show, suggest, confirm")
-    csub = p.add_subparsers(dest="sub", required=True)
-    csub.add_parser("show", help="every service, its candidates and the next pick")
-    q = csub.add_parser("suggest", help="propose equivalent services across providers (YAML)")
-    q.add_argument("--first-id", type=int, default=1)
-    q = csub.add_parser("confirm", help="accept a held rate change of a service")
-    q.add_argument("service", type=int)
-    for q in csub.choices.values():
-        q.add_argument("--config", default=DEFAULT_CONFIG)
-        q.add_argument("--data-dir", default=DEFAULT_DATA)
-
-    args = parser.parse_args(argv)
+    args = parser(__doc__, default_config(), default_data(), DEMO_DATA).parse_args(argv)
     if args.command in ("route", "catalog"):
         raise SystemExit(catalog_command(args))
     if args.command == "serve":

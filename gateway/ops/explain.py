@@ -21,10 +21,20 @@ async def verdicts(r: Resources, view: ServiceView, quantity: int,
     return [v async for v in decide.verdicts(picked, r.breakers, take=False)]
 
 
-def _unlisted(view: ServiceView) -> list[tuple[str, str]]:
+NEVER_FETCHED = "list never fetched"
+NOT_LISTED = "not listed upstream"
+
+
+def _why_absent(ctx: Resources, provider: str) -> str:
+    """Why a configured candidate has no upstream service: the same words everywhere."""
+    return NOT_LISTED if ctx.catalog.fetched_at(provider) else NEVER_FETCHED
+
+
+def _unlisted(ctx: Resources, view: ServiceView) -> list[tuple[str, str, str]]:
+    """(provider, upstream service, why) of the configured candidates not in the view."""
     listed = {(c.provider, c.upstream.service) for c in view.candidates}
-    return [(r.provider, r.service_id) for r in view.settings.upstreams
-            if (r.provider, r.service_id) not in listed]
+    return [(r.provider, r.service_id, _why_absent(ctx, r.provider))
+            for r in view.settings.upstreams if (r.provider, r.service_id) not in listed]
 
 
 async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None) -> list[str]:
@@ -34,7 +44,8 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
         if svc is None:
             return [f"service {service_id}: not in the catalog"]
         return [f"service {service_id} ({svc.name}): not offered now",
-                *(f"  {r.provider} #{r.service_id}: not listed upstream" for r in svc.upstreams)]
+                *(f"  {r.provider} #{r.service_id}: {_why_absent(ctx, r.provider)}"
+                  for r in svc.upstreams)]
     currency = ctx.settings.gateway.currency
     lines = [f"service {view.id} ({view.settings.name}): {quantity}"
              + (f" x {runs} runs" if runs else "")
@@ -58,8 +69,8 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
             verdict = f"skipped: {choice.reason}"
         lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
                      f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
-    for provider, sid in _unlisted(view):
-        lines.append(f"  {provider} #{sid}: skipped: not listed upstream")
+    for provider, sid, why in _unlisted(ctx, view):
+        lines.append(f"  {provider} #{sid}: skipped: {why}")
     if not picked:
         lines.append("  no candidate can take it: the client gets "
                      "'Service is temporarily unavailable'")
@@ -90,11 +101,11 @@ async def show(ctx: Resources) -> list[str]:
             note = f"  ({ch.reason})" if ch.reason else ""
             lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
                          f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}")
-        for provider, sid in _unlisted(view):
-            lines.append(f"            {provider:<14} #{sid:<8} not listed upstream")
+        for provider, sid, why in _unlisted(ctx, view):
+            lines.append(f"            {provider:<14} #{sid:<8} {why}")
     for svc in ctx.settings.services:
         if svc.id not in ctx.catalog.views:
             lines.append(f"{svc.id:>7}  {svc.name}  not offered: no candidate is listed upstream")
-            lines += [f"            {r.provider:<14} #{r.service_id:<8} not listed upstream"
-                      for r in svc.upstreams]
+            lines += [f"            {r.provider:<14} #{r.service_id:<8} "
+                      f"{_why_absent(ctx, r.provider)}" for r in svc.upstreams]
     return lines

@@ -13,13 +13,13 @@ import json
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TextIO
 
 from gateway.models import UpstreamService
-from gateway.money import Converter, wire
+from gateway.money import Converter, rate_up, wire
 from gateway.routing.plan import family
 
 PLATFORMS = {
@@ -99,17 +99,38 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def to_yaml(groups: list[tuple[Key, list[Member]]], currency: str, first_id: int) -> str:
+def _service_id(service: str) -> str:
+    """An upstream service id as YAML: a number when it is one, else a quoted string."""
+    return service if service.isascii() and service.isdigit() else _q(service)
+
+
+def free_ids(first: int, taken: Collection[int]) -> Iterator[int]:
+    """Ids from `first` up, skipping those taken."""
+    n = first
+    while True:
+        if n not in taken:
+            yield n
+        n += 1
+
+
+def to_yaml(groups: list[tuple[Key, list[Member]]], currency: str, first_id: int,
+            taken: Collection[int] = (), markup: Decimal = Decimal(1)) -> str:
+    """`services:` entries for review: ids from `first_id` that no configured service
+    has, and the rate each would be advertised at (cheapest x `markup`) as a comment."""
     lines = ["# Proposed by `smm-gateway catalog suggest`: review before adding to services:",
+             f"# `rate`: what the gateway would advertise (the cheapest x markup {markup})",
              "services:"]
-    for n, (k, members) in enumerate(groups):
+    ids = free_ids(first_id, set(taken))
+    for (k, members), sid in zip(groups, ids, strict=False):
         kind = members[0].service.type
         name = f"{k.platform} {k.metric.title()}" + (" (refill)" if k.refill else "")
-        lines += [f"  - id: {first_id + n}", f"    name: {_q(name)}",
+        rate = rate_up(members[0].cost * markup)
+        lines += [f"  - id: {sid}  # rate {wire(rate)} {currency}/1000",
+                  f"    name: {_q(name)}",
                   f"    category: {_q(k.platform)}", f"    type: {_q(kind)}", "    upstreams:"]
         for m in members:
             s = m.service
-            lines.append(f"      - {{provider: {m.provider}, service: {_q(s.service)}}}"
+            lines.append(f"      - {{provider: {m.provider}, service: {_service_id(s.service)}}}"
                          f"  # {wire(m.cost)} {currency}/1000, {s.min}..{s.max}, {s.name!r}")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from gateway.digest import sha256_hex
 from gateway.errors import ClientError
 
 MAX_IDS = 100
+MAX_JSON_DEPTH = 32  # a client's JSON (a body, a `form` field) nests at most this deep
 
 # Fields forwarded upstream as they are, by parameter family.
 PASSTHROUGH = (
@@ -27,8 +28,38 @@ PASSTHROUGH = (
     "groups", "keywords",
 )
 _INT_FIELDS = ("min", "max", "posts", "old_posts", "delay", "answer_number")
-_EXPIRY = re.compile(r"^\d{2}/\d{2}/\d{4}$")
+_EXPIRY = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
+# ASCII digits only: "²".isdigit() is True and int("５") is 5
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_ID = re.compile(r"[0-9]{1,18}")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
 _json = msgspec.json.Decoder()
+
+
+def json_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests more than `limit` arrays/objects, found without decoding
+    it (a decoder recurses: thousands of levels would raise RecursionError)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for c in _JSON_STRING.sub(b"", raw).translate(None, _BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def decode_json(raw: str | bytes, what: str) -> Any:
+    """Client-sent JSON, or ClientError `Incorrect {what}: ...` (never a traceback)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if json_too_deep(data):
+        raise ClientError(f"Incorrect {what}: JSON nested too deeply "
+                          f"(at most {MAX_JSON_DEPTH} levels)")
+    try:
+        return _json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        raise ClientError(f"Incorrect {what}: not valid JSON") from None
 
 
 def split_ids(raw: str) -> list[str]:
@@ -47,7 +78,7 @@ def split_ids(raw: str) -> list[str]:
 
 def as_id(text: str) -> int | None:
     """A client-sent id as an integer, or None when it is not a plain positive number."""
-    if text.isdigit() and len(text) < 19:
+    if _ID.fullmatch(text):
         value = int(text)
         return value if value > 0 else None
     return None
@@ -57,7 +88,7 @@ def _int(fields: Mapping[str, str], name: str, minimum: int = 0) -> int | None:
     raw = fields.get(name, "").strip()
     if not raw:
         return None
-    if not re.fullmatch(r"\d{1,12}", raw) or int(raw) < minimum:
+    if not _DIGITS.fullmatch(raw) or int(raw) < minimum:
         raise ClientError(f"Incorrect {name}: must be a whole number"
                           + (f" of at least {minimum}" if minimum else ""))
     return int(raw)
@@ -71,10 +102,7 @@ def split_list(text: str) -> list[str]:
 
 
 def parse_form(raw: str) -> dict[str, Any]:
-    try:
-        value = _json.decode(raw)
-    except msgspec.DecodeError:
-        raise ClientError("Incorrect form: not valid JSON") from None
+    value = decode_json(raw, "form")
     if not isinstance(value, dict):
         raise ClientError("Incorrect form: must be a JSON object")
     return value
@@ -152,7 +180,7 @@ def _extra(fields: Mapping[str, str]) -> dict[str, str]:
     for name in _INT_FIELDS:
         _int(fields, name)
     if "expiry" in extra:
-        if not _EXPIRY.match(extra["expiry"]):
+        if not _EXPIRY.fullmatch(extra["expiry"]):
             raise ClientError("Incorrect expiry: use DD/MM/YYYY")
         try:
             datetime.strptime(extra["expiry"], "%d/%m/%Y")

@@ -16,23 +16,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="smm-simulator", description="Simulated SMM API v2 provider."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--dialect", choices=DIALECTS, default="toksmm")
-    parser.add_argument("--catalog", metavar="FILE", help="JSON list of services")
-    parser.add_argument("--balance", type=Decimal, default=Decimal(1000))
-    parser.add_argument("--currency", default="USD")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    parser.add_argument("--port", type=int, default=9001, help="port to listen on (%(default)s)")
+    parser.add_argument("--dialect", choices=DIALECTS, default="toksmm",
+                        help="whose answer shapes to speak (%(default)s)")
+    parser.add_argument("--catalog", metavar="FILE",
+                        help="JSON list of services, in either dialect's shape "
+                             "(default: a built-in catalog)")
+    parser.add_argument("--balance", type=Decimal, default=Decimal(1000),
+                        help="the account's starting balance (%(default)s)")
+    parser.add_argument("--currency", default="USD",
+                        help="currency of the balance and rates (%(default)s)")
     parser.add_argument("--key", default=None, help="required API key (default: any)")
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--fault", choices=FAULTS, default=None)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="added before every /api/v2 answer (%(default)s)")
+    parser.add_argument("--fault", choices=FAULTS, default=None,
+                        help="answer with an HTML page, a 500, never, or drop the connection")
     parser.add_argument(
         "--fault-rate",
         type=float,
         default=None,
         help="fraction of requests hit by --fault (default 1.0 with --fault, else 0)",
     )
-    parser.add_argument("--order-start", type=int, default=1)
-    parser.add_argument("--progress-s", type=float, default=2.0)
+    parser.add_argument("--order-start", type=int, default=1,
+                        help="first order id (and refill id) handed out (%(default)s)")
+    parser.add_argument("--progress-s", type=float, default=2.0,
+                        help="seconds from Pending through In progress to Completed "
+                             "(%(default)s)")
     args = parser.parse_args(argv)
     fault_rate = args.fault_rate
     if fault_rate is None:

@@ -1,11 +1,23 @@
-"""`smm-gateway demo`: a config for two simulated providers, one per dialect, and a catalog."""
+"""`smm-gateway demo`: a config for two simulated providers, one per dialect, and a catalog.
+
+The demo starts clean on purpose: its data directory (the gateway's Redis, the
+config, the catalog) is emptied at every start, and the simulated providers keep
+their orders in memory only. So every run matches the README walk-through (order
+100000 first, refill 1000 first), and no order of an earlier run points at a
+simulator that no longer has it.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 DEMO_KEY = "demo-key"
+CONFIG_NAME = "demo.yaml"
+# seconds a simulated order takes from Pending through In progress to Completed:
+# long enough to cancel an order by hand, short enough to refill one soon after
+PROGRESS_S = 10
 
 # The testedsmm simulator's catalog: same services, other prices and ids, so the
 # demo shows routing to whichever is cheaper.
@@ -17,7 +29,7 @@ TESTED_CATALOG = [
     {"service": 103, "name": "TikTok Views", "type": "Default", "category": "TikTok",
      "rate": "0.008", "min": 100, "max": 2000000, "refill": 0, "cancel": 0},
     {"service": 104, "name": "TikTok Custom Comments", "type": "custom_comments",
-     "category": "TikTok", "rate": "4.80", "min": 5, "max": 1000, "refill": 0, "cancel": 1},
+     "category": "TikTok", "rate": "4.80", "min": 1, "max": 1000, "refill": 0, "cancel": 1},
 ]
 
 DEMO_CONFIG = """\
@@ -26,6 +38,8 @@ gateway:
   currency: USD
   markup: 1.25
   order_id_start: 100000
+  refill_id_start: 1000
+  status_cache_s: 0        # the demo asks the simulators on every status poll
 clients:
   - name: demo
     key: {key}
@@ -74,10 +88,30 @@ def write_demo(data_dir: Path, port: int) -> tuple[Path, list[list[str]]]:
     p1, p2 = port + 1, port + 2
     catalog = data_dir / "testedsmm-catalog.json"
     catalog.write_text(json.dumps(TESTED_CATALOG, indent=2))
-    config = data_dir / "demo.yaml"
+    config = data_dir / CONFIG_NAME
     config.write_text(DEMO_CONFIG.format(key=DEMO_KEY, p1=p1, p2=p2))
     sims = [
-        ["--port", str(p1), "--dialect", "toksmm"],
-        ["--port", str(p2), "--dialect", "testedsmm", "--catalog", str(catalog)],
+        ["--port", str(p1), "--dialect", "toksmm", "--progress-s", str(PROGRESS_S)],
+        ["--port", str(p2), "--dialect", "testedsmm", "--catalog", str(catalog),
+         "--progress-s", str(PROGRESS_S)],
     ]
     return config, sims
+
+
+def clean_data_dir(data_dir: Path) -> bool:
+    """Empty the demo's directory; True if there was anything to remove.
+
+    Only a directory the demo wrote (it holds the demo config) or an empty one is
+    touched: a mistyped `--data-dir` never wipes anything else.
+    """
+    if not data_dir.exists():
+        return False
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a directory")
+    if not any(data_dir.iterdir()):
+        return False
+    if not (data_dir / CONFIG_NAME).exists():
+        raise ValueError(f"{data_dir} is not a demo directory (no {CONFIG_NAME} in it): "
+                         "not emptying it; give the demo a directory of its own")
+    shutil.rmtree(data_dir)
+    return True

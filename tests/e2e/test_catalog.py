@@ -224,11 +224,11 @@ def test_catalog_suggest_groups_equivalents(stack):
     by_name = {s["name"]: s for s in proposed}
     followers = by_name["TikTok Followers (refill)"]
     assert {(u["provider"], u["service"]) for u in followers["upstreams"]} == {
-        ("prov-a", "1"), ("prov-b", "11")}
+        ("prov-a", 1), ("prov-b", 11)}  # numbers, as panels and the config expect
     assert followers["upstreams"][0]["provider"] == "prov-b", "cheapest first"
     likes = by_name["TikTok Likes"]
     assert {u["provider"] for u in likes["upstreams"]} == {"prov-a", "prov-b"}
     comments = by_name["TikTok Comments"]
-    assert {u["service"] for u in comments["upstreams"]} == {"4", "14"}
+    assert {u["service"] for u in comments["upstreams"]} == {4, 14}
     assert proposed[0]["id"] == 500
     assert "0.40000 USD/1000" in result.stdout  # prices shown for review

@@ -82,7 +82,7 @@ def test_a_clients_bad_input_does_not_trip_a_breaker(pair):
     b.control("reject", {"error": "Invalid link", "count": 5})
     for _ in range(5):
         assert one.call(action="add", service=1, link="bad", quantity=100) == {
-            "error": "Invalid link"}
+            "error": "Incorrect link"}
     assert "order" in add(two)
     assert len(b.orders()) == 1, "prov-b is still healthy and the cheapest"
 

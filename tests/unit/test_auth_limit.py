@@ -1,0 +1,102 @@
+"""Failed authentication is limited per real client address, and the block is a Redis
+key that every replica sees; a valid key from another address is never blocked."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from gateway.clock import ManualClock
+from gateway.errors import TooManyRequests
+from gateway.state import keys
+from gateway.state.connect import connect
+from gateway.state.limits import AUTH_FAILURES, AUTH_WINDOW_S, RateLimiter
+from inprocess import ALICE, App, State
+from peer_client import post_from
+
+PROXY = "127.0.0.1"
+TRUSTED = pytest.mark.gateway(trusted_proxies=[PROXY])
+
+
+def via_proxy(client: str) -> dict[str, str]:
+    return {"X-Forwarded-For": client}
+
+
+def guess(app: App, client: str, n: int) -> list[int]:
+    return [post_from(app, PROXY, via_proxy(client), key=f"guess-{i}",
+                      action="balance").status_code for i in range(n)]
+
+
+@TRUSTED
+async def test_21_bad_keys_block_that_address_only(app: App, sync_redis: redis.Redis) -> None:
+    codes = guess(app, "203.0.113.1", AUTH_FAILURES + 1)
+    assert codes == [401] * AUTH_FAILURES + [429]
+    # that address is refused even with a right key: guessing learns nothing
+    r = post_from(app, PROXY, via_proxy("203.0.113.1"), key=ALICE, action="balance")
+    assert r.status_code == 429 and r.json() == {"error": "Too many requests"}
+    # a valid key from another address, through the same proxy, is served
+    for other in ("203.0.113.2", "2001:db8::2"):
+        r = post_from(app, PROXY, via_proxy(other), key=ALICE, action="balance")
+        assert r.status_code == 200 and "balance" in r.json()
+    # the proxy itself is not blocked either
+    assert post_from(app, PROXY, key=ALICE, action="balance").status_code == 200
+    ttl = sync_redis.ttl(keys.auth_block("203.0.113.1"))
+    assert 0 < ttl <= AUTH_WINDOW_S
+
+
+@TRUSTED
+async def test_twenty_failures_do_not_block_a_valid_key(app: App) -> None:
+    assert guess(app, "203.0.113.3", AUTH_FAILURES) == [401] * AUTH_FAILURES
+    r = post_from(app, PROXY, via_proxy("203.0.113.3"), key=ALICE, action="balance")
+    assert r.status_code == 200
+
+
+@TRUSTED
+async def test_the_block_is_seen_by_another_replica(app: App, state: State) -> None:
+    guess(app, "203.0.113.4", AUTH_FAILURES + 1)
+    # `state` has resources of its own over the same Redis: another replica
+    with pytest.raises(TooManyRequests):
+        await state.r.limiter.refuse_blocked("203.0.113.4")
+    await state.r.limiter.refuse_blocked("203.0.113.5")
+
+
+async def test_an_untrusted_peer_cannot_spread_its_failures(app: App) -> None:
+    """Without trusted proxies, X-Forwarded-For is the client's own claim: ignored."""
+    codes = [post_from(app, "198.51.100.9", via_proxy(f"203.0.113.{i}"), key=f"g{i}",
+                       action="balance").status_code for i in range(AUTH_FAILURES + 1)]
+    assert codes[-1] == 429
+    r = post_from(app, "198.51.100.9", via_proxy("203.0.113.200"), key=ALICE,
+                  action="balance")
+    assert r.status_code == 429
+    assert post_from(app, "198.51.100.10", key=ALICE, action="balance").status_code == 200
+
+
+async def test_a_block_ends_with_its_key(anyio_backend: str, redis_url: str) -> None:
+    clock = ManualClock()
+    one, two, three = connect(redis_url), connect(redis_url), connect(redis_url)
+    a, b = RateLimiter(one, clock), RateLimiter(two, clock)
+    try:
+        for _ in range(AUTH_FAILURES):
+            await a.failed_auth("192.0.2.1")
+        await b.refuse_blocked("192.0.2.1")  # not yet
+        with pytest.raises(TooManyRequests):
+            await b.failed_auth("192.0.2.1")
+        for limiter in (a, b):
+            with pytest.raises(TooManyRequests):
+                await limiter.refuse_blocked("192.0.2.1")
+        # the key expires (a minute later): once the replica's memory of it ends too,
+        # the address is served again
+        await one.delete(keys.auth_block("192.0.2.1"), keys.auth_count("192.0.2.1"))
+        clock.advance(AUTH_WINDOW_S + 1)
+        await a.refuse_blocked("192.0.2.1")
+        await b.refuse_blocked("192.0.2.1")
+        # a replica that has not seen the block remembers nothing: no stale "not blocked"
+        c = RateLimiter(three, clock)
+        await c.refuse_blocked("192.0.2.9")
+        await one.set(keys.auth_block("192.0.2.9"), "1", ex=AUTH_WINDOW_S)
+        with pytest.raises(TooManyRequests):
+            await c.refuse_blocked("192.0.2.9")
+    finally:
+        await one.aclose()
+        await two.aclose()
+        await three.aclose()
