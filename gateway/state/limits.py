@@ -10,7 +10,9 @@ from gateway.state.connect import AnyRedis, maps_redis_errors
 
 AUTH_FAILURES = 20  # per client address per window, then every request is refused
 AUTH_WINDOW_S = 60
-_KNOWN_MAX = 4096  # blocked addresses remembered per process
+_KNOWN_MAX = 4096  # addresses remembered per process (blocked, or seen not blocked)
+CLEAR_S = 1.0  # how long "not blocked" is believed here: a block set elsewhere applies
+# on this replica within that time, and the common request pays no Redis round trip
 
 
 @maps_redis_errors
@@ -20,9 +22,10 @@ class RateLimiter:
     The block is a Redis key with a TTL (`keys.auth_block`), set by whichever
     replica counts the failure over the limit and checked by every replica on
     every request. A replica remembers a block it has seen until the key's own
-    expiry (a block is never lifted early, so that memory stays right); it never
-    remembers that an address is *not* blocked, since another replica may block it
-    at any moment.
+    expiry (a block is never lifted early, so that memory stays right). That an
+    address is *not* blocked is believed for CLEAR_S only, so a block another
+    replica sets applies here within CLEAR_S; a block this replica sets applies
+    at once.
     """
 
     def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM) -> None:
@@ -31,6 +34,7 @@ class RateLimiter:
         self._bucket = redis.register_script(scripts.TOKEN_BUCKET)
         self._failed = redis.register_script(scripts.AUTH_FAILED)
         self._blocked: dict[str, float] = {}  # address -> monotonic end of its block
+        self._clear: dict[str, float] = {}  # address -> monotonic end of "not blocked"
 
     async def check(self, client: str, rate: float, burst: int | None) -> None:
         size = burst if burst is not None else max(1, int(rate))
@@ -46,6 +50,8 @@ class RateLimiter:
             if until > self._clock.monotonic():
                 raise TooManyRequests()
             del self._blocked[address]
+        if self._clear.get(address, 0.0) > self._clock.monotonic():
+            return
         try:
             ttl_ms = await self._block_ttl(address)
         except StoreUnavailable:
@@ -57,6 +63,9 @@ class RateLimiter:
             if ttl_ms > 0:
                 self._remember(address, ttl_ms / 1000)
             raise TooManyRequests()
+        self._clear[address] = self._clock.monotonic() + CLEAR_S
+        if len(self._clear) > _KNOWN_MAX:
+            self._clear.clear()
 
     async def _block_ttl(self, address: str) -> int:
         """Milliseconds left of the address's block; -2 when there is none."""
@@ -67,6 +76,7 @@ class RateLimiter:
         for AUTH_WINDOW_S and raise TooManyRequests."""
         count = await self._failed(keys=[keys.auth_count(address), keys.auth_block(address)],
                                    args=[AUTH_WINDOW_S, AUTH_FAILURES])
+        self._clear.pop(address, None)
         if int(count) > AUTH_FAILURES:
             self._remember(address, AUTH_WINDOW_S)
             raise TooManyRequests()

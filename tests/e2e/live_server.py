@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 import uvicorn
 import yaml
 
@@ -24,6 +25,9 @@ from harness import base_config
 def live_gateway(sims: tuple[Any, Any], redis_url: str, **gateway: Any) -> Iterator[str]:
     """The gateway over both simulators, on 127.0.0.1; yields its base URL."""
     a, b = sims
+    flush = redis.Redis.from_url(redis_url)  # a database of its own, as every stack has
+    flush.flushdb()
+    flush.close()
     config = base_config(a, b, **gateway)
     settings = parse_settings(yaml.safe_dump(config, sort_keys=False), env={})
     port = free_port()
