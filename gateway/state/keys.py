@@ -77,10 +77,6 @@ def client_rate(name: str) -> str:
     return f"{PREFIX}{{c:{name}}}:rate"
 
 
-def auth_failures(address: str) -> str:
-    return f"{PREFIX}authfail:{address}"
-
-
 def auth_count(address: str) -> str:
     """Failed authentications from one client address in the current window."""
     return f"{PREFIX}{{auth:{address}}}:n"

@@ -153,13 +153,6 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return ok
 """
 
-# KEYS: counter. ARGV: window s. The count, starting a window at the first.
-COUNT_IN_WINDOW = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
 # KEYS: failure count, block (one address, one hash tag). ARGV: window s, failures
 # allowed. Counts one failed authentication; past the limit the address is blocked
 # for a window. The count.
