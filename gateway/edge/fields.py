@@ -96,7 +96,7 @@ def collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
             raise ClientError(f"Incorrect request: too many fields (at most {MAX_FIELDS})")
         if "\x00" in name or "\x00" in value:
             raise ClientError("Incorrect request: NUL byte in a field")
-        m = _ARRAY.fullmatch(name)
+        m = _ARRAY.fullmatch(name) if "[" in name else None
         if m is not None:
             arrays.setdefault(m.group(1), []).append(value)
         elif name in MULTI:

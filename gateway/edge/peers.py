@@ -134,4 +134,7 @@ def _networks(request: Request[Any, Any, Any]) -> tuple[Network, ...]:
 def client_address(request: Request[Any, Any, Any]) -> str:
     """The real client's address: the peer, or what a trusted proxy says it saw."""
     peer = request.client.host if request.client else "-"
-    return resolve(peer, request.headers, _networks(request))
+    networks = _networks(request)
+    if not networks:  # nobody is trusted: the peer, without reading a header
+        return peer
+    return resolve(peer, request.headers, networks)

@@ -68,25 +68,53 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.read_timeouts = timeouts_of(self.app)
         self._read_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # loop time the pending timer fires at
+        self._deadline = 0.0  # loop time the current phase must be over by
         self._phase: Phase | None = None
         self._began = False  # a byte of the current request has arrived
 
     # --- the timer ------------------------------------------------------------
 
     def _arm(self, phase: Phase) -> None:
-        self._disarm()
+        """Start `phase`'s deadline. The timer is lazy: a pending one that fires no
+        later than the new deadline is kept (when it fires early it re-arms for what
+        is left), so a request that arrives whole costs no timer at all."""
         seconds = self.read_timeouts.head_s if phase == "head" else self.read_timeouts.body_s
-        if seconds > 0:
-            self._phase = phase
-            self._read_timer = self.loop.call_later(seconds, self._timed_out)
+        if seconds <= 0:
+            self._phase = None
+            return
+        self._phase = phase
+        self._deadline = self.loop.time() + seconds
+        if self._read_timer is not None and self._timer_at <= self._deadline:
+            return
+        self._set_timer()
 
-    def _disarm(self) -> None:
+    def _set_timer(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
-        self._read_timer, self._phase = None, None
+        self._timer_at = self._deadline
+        self._read_timer = self.loop.call_at(self._deadline, self._fire)
+
+    def _disarm(self) -> None:
+        """End the current phase; a pending timer is left to fire into nothing."""
+        self._phase = None
+
+    def _cancel_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _fire(self) -> None:
+        self._read_timer = None
+        if self._phase is None:
+            return
+        if self.loop.time() < self._deadline:  # the phase started after this timer
+            self._set_timer()
+            return
+        self._timed_out()
 
     def _timed_out(self) -> None:
-        phase, self._read_timer, self._phase = self._phase, None, None
+        phase, self._phase = self._phase, None
         if phase is None or self.transport is None or self.transport.is_closing():
             return
         Counter.cut_off += 1
@@ -112,6 +140,7 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._cancel_timer()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
