@@ -32,7 +32,7 @@ _EXPIRY = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
 # ASCII digits only: "²".isdigit() is True and int("５") is 5
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _ID = re.compile(r"[0-9]{1,18}")
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|$)')  # cannot fail: linear time
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")
 _json = msgspec.json.Decoder()
 

@@ -107,7 +107,7 @@ def decode(status: int, body: bytes, headers: Mapping[str, str] | None = None) -
     try:
         # PHP panels saved with a byte order mark put it before every answer
         obj = _json.decode(body.removeprefix(b"\xef\xbb\xbf"))
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested past the decoder's depth too
         raise BadAnswer(f"not JSON (HTTP {status})", raw) from None
     if isinstance(obj, Mapping):
         message = error_message(obj)

@@ -90,7 +90,8 @@ def decimal(value: Any) -> Decimal | None:
             d = Decimal(str(value).strip())
         except InvalidOperation:
             return None
-        return d if d.is_finite() else None
+        # 1e1000000 would take minutes to turn into an int: no real figure is that big
+        return d if d.is_finite() and d.adjusted() <= 18 else None
     return None
 
 

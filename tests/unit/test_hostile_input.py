@@ -376,3 +376,20 @@ async def test_fuzz_every_answer_is_clean_json_below_500(
     caplog.clear()
     r = await seeded.http.request(**request)
     assert_clean(r, caplog)
+
+
+def test_hostile_upstream_values_and_bodies_are_read_in_linear_time() -> None:
+    """Review findings: a deep upstream answer is a BadAnswer, not a RecursionError;
+    an absurd exponent is no number; an unterminated escaped string is scanned once."""
+    import time
+
+    from gateway.errors import BadAnswer
+    from gateway.routing.params import json_too_deep
+    from gateway.upstream import dialect, values
+
+    with pytest.raises(BadAnswer):
+        dialect.decode(200, b"[" * 3000 + b"]" * 3000)
+    assert values.integer("1e1000000") is None and values.decimal("1e30") is None
+    started = time.monotonic()
+    json_too_deep(b"[" * 40 + b'"' + b'\\"' * 32000)
+    assert time.monotonic() - started < 1.0
