@@ -10,8 +10,9 @@ from the headers such a proxy sets, in this order:
 - `X-Real-IP`: one address, as the proxy saw it.
 
 A header that is missing, empty or unreadable leaves the peer's address (or the
-left-most trusted hop). Addresses come back normalised (`::ffff:10.0.0.1` ->
-`10.0.0.1`, IPv6 compressed), so one client is one rate-limit key.
+left-most trusted hop). Behind a trusted proxy, addresses come back normalised
+(`::ffff:10.0.0.1` -> `10.0.0.1`, IPv6 compressed); with no trusted proxy the peer
+is used as the server reports it (one listener reports one client one way).
 """
 
 from __future__ import annotations
