@@ -6,7 +6,8 @@ what a serving replica does. Whatever is opened is closed, in reverse order,
 even when start-up fails half-way.
 
     redis -> state (orders, ledger, claims, clients, limits, breakers, caches)
-          -> provider clients -> catalog -> balances
+          -> provider clients -> catalog -> balances -> recovery (journal replay,
+             reservations without a record)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.clock import SYSTEM, Clock
 from gateway.config import ProviderSettings, Settings
@@ -25,10 +27,12 @@ from gateway.state.catalogs import Catalogs
 from gateway.state.claims import Claims
 from gateway.state.clients import Directory
 from gateway.state.connect import AnyRedis, connect, ping
+from gateway.state.journal import Journal
 from gateway.state.ledger import Ledger
 from gateway.state.limits import RateLimiter
 from gateway.state.locks import Locks
 from gateway.state.orders import Orders
+from gateway.state.recovery import Recovery
 from gateway.upstream.client import ProviderClient
 from gateway.upstream.transport import Transport, make_transport
 
@@ -50,10 +54,18 @@ class Resources:
     providers: dict[str, ProviderClient]
     catalog: Catalog
     balances: Balances
+    recovery: Recovery
+
+
+def claim_lease_s(settings: Settings) -> float:
+    """An idempotency claim's lease: well past the slowest provider's timeout."""
+    slowest = max((p.timeout_s for p in settings.providers), default=10.0)
+    return max(30.0, 3 * slowest)
 
 
 @asynccontextmanager
 async def open_resources(settings: Settings, redis_url: str, *, serving: bool = True,
+                         journal_dir: Path | None = None,
                          transport: TransportFactory | None = None,
                          clock: Clock = SYSTEM) -> AsyncIterator[Resources]:
     """Everything opened and ready; closed on exit.
@@ -61,6 +73,8 @@ async def open_resources(settings: Settings, redis_url: str, *, serving: bool = 
     `serving`: start the background refresh of catalogs and balances, raise the
     id counters to their configured floors and import the config's clients.
     Without it (operator commands) the shared state is only read.
+    `journal_dir`: where this process keeps the outcomes Redis could not take
+    (`gateway.state.journal`); serving needs one (default `./data/journal`).
     `transport`: how to reach a provider (tests pass a mock transport).
     """
     g = settings.gateway
@@ -92,8 +106,16 @@ async def open_resources(settings: Settings, redis_url: str, *, serving: bool = 
         balances = Balances(KnownBalances(redis), locks, providers, g, clock)
         stack.push_async_callback(balances.aclose)
         await balances.start(loop=serving)
+        ledger = Ledger(redis, clock)
+        journal = Journal(journal_dir or Path("data") / "journal")
+        recovery = Recovery(orders, ledger, directory, locks, journal, clock)
+        if serving:
+            journal.open()
+            stack.callback(journal.close)
+            stack.push_async_callback(recovery.aclose)
+            await recovery.start()
         yield Resources(
             settings=settings, clock=clock, redis=redis, orders=orders, catalogs=catalogs,
-            ledger=Ledger(redis, clock), claims=Claims(redis, clock), directory=directory,
-            limiter=RateLimiter(redis, clock), breakers=breakers, providers=providers,
-            catalog=catalog, balances=balances)
+            ledger=ledger, claims=Claims(redis, clock, claim_lease_s(settings)),
+            directory=directory, limiter=RateLimiter(redis, clock), breakers=breakers,
+            providers=providers, catalog=catalog, balances=balances, recovery=recovery)

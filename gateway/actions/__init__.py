@@ -29,10 +29,10 @@ class Actions:
         g = r.settings.gateway
         fanout = FanOut(r.providers, r.breakers)
         self.dispatcher = Dispatcher(r.orders, r.ledger, r.breakers, r.balances,
-                                     r.providers, g.currency, r.clock)
+                                     r.providers, r.recovery.journal, g.currency, r.clock)
         self.table: dict[str, Action] = {
             "services": Services(r.catalog),
-            "add": Add(r.catalog, r.claims, self.dispatcher),
+            "add": Add(r.catalog, r.claims, r.orders, self.dispatcher),
             "status": Status(g, r.orders, r.ledger, fanout, r.clock),
             "refill": Refill(r.orders, fanout, r.clock),
             "refill_status": RefillStatus(r.orders, fanout),

@@ -2,38 +2,52 @@
 
 An `Idempotency-Key` (24 hours) or the client's duplicate-order window makes
 `add` at-most-once: the first request claims the token, a repeat gets the
-first one's answer (errors included for an Idempotency-Key), a concurrent one
-waits for it. Placing the order is `Dispatcher.place`.
+first one's answer (for an Idempotency-Key, definite errors too; a temporary
+one lets the token go, so the retry it invites can succeed), a concurrent one
+waits for it. The owner holds a lease on the claim while it works; a retry
+after the owner died answers from the order record the claim names, and
+places the order anew only when that order provably never went out.
+Placing the order is `Dispatcher.place`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 
 import msgspec
 
-from gateway.actions.dispatch import Dispatcher
-from gateway.errors import ClientError
+from gateway.actions.common import NOT_CONFIRMED, NOT_READY, UNAVAILABLE
+from gateway.actions.dispatch import FUNDS, Dispatcher
+from gateway.errors import ClientError, NotReady, StoreUnavailable
+from gateway.models import OrderRecord
 from gateway.routing.catalog import Catalog
 from gateway.routing.params import AddRequest, parse_add, parse_service_id
 from gateway.routing.plan import family
 from gateway.routing.views import ServiceView
-from gateway.state.claims import IDEMPOTENCY_TTL_S, Answer, Claims
+from gateway.state.claims import IDEMPOTENCY_TTL_S, Answer, Claims, Lapsed, Owned
 from gateway.state.clients import ClientRecord
+from gateway.state.orders import Orders
 from gateway.wire import ENCODER, OrderAnswer
 
 _order_dec = msgspec.json.Decoder(OrderAnswer)
+# answers a retry may change: not kept for the Idempotency-Key
+_TEMPORARY = frozenset({UNAVAILABLE, FUNDS})
 
 
 class Add:
-    def __init__(self, catalog: Catalog, claims: Claims, dispatcher: Dispatcher) -> None:
+    def __init__(self, catalog: Catalog, claims: Claims, orders: Orders,
+                 dispatcher: Dispatcher) -> None:
         self._catalog = catalog
         self._claims = claims
+        self._orders = orders
         self._dispatcher = dispatcher
 
     def _view(self, client: ClientRecord, fields: Mapping[str, str]) -> ServiceView:
         service_id = parse_service_id(fields)
         view = self._catalog.views.get(service_id)
+        if view is None and not self._catalog.complete:
+            raise NotReady(NOT_READY)  # a provider's list is still missing: it may be there
         if view is None or not client.allows(service_id):
             raise ClientError("Incorrect service ID")
         return view
@@ -47,39 +61,79 @@ class Add:
         elif client.dup_window_s > 0:
             token, ttl = "dup:" + order.fingerprint(), client.dup_window_s
         else:
-            return await self._place(client, view, order)
-        return await self._once(client, view, order, token, ttl, replay_errors=bool(idem))
+            return await self._dispatcher.guarded(self._place(client, view, order))
+        return await self._dispatcher.guarded(
+            self._once(client, view, order, token, ttl, replay_errors=bool(idem)))
 
     async def _once(self, client: ClientRecord, view: ServiceView, order: AddRequest,
                     token: str, ttl: float, replay_errors: bool) -> OrderAnswer:
         fingerprint = order.fingerprint()
-        first = await self._claims.claim(client.name, token, fingerprint, ttl)
-        if first is not None:
-            if first.status != 200:
-                raise ClientError.with_status(first.body.decode(), first.status)
-            return _order_dec.decode(first.body)
-        try:
-            answer = await self._place(client, view, order)
-        except ClientError as exc:
-            if replay_errors:  # the same request gets the same answer, errors included
-                await self._claims.finish(client.name, token, Answer(
-                    fingerprint, True, exc.status_code, exc.message.encode()), ttl)
-            else:
-                await self._claims.release(client.name, token)
-            raise
-        except BaseException:
-            await self._claims.release(client.name, token)
-            raise
-        await self._claims.finish(client.name, token, Answer(
+        order_id = await self._orders.next_order_id()
+        got = await self._claims.claim(client.name, token, fingerprint, ttl, order_id)
+        while isinstance(got, Lapsed):
+            got = await self._after_lapse(client, view, order, token, got, order_id)
+        if isinstance(got, Answer):
+            if got.status != 200:
+                raise ClientError.with_status(got.body.decode(), got.status)
+            return _order_dec.decode(got.body)
+        async with self._claims.lease(client.name, token, got):
+            try:
+                answer = await self._place(client, view, order, order_id)
+            except ClientError as exc:
+                if replay_errors and exc.message not in _TEMPORARY and exc.status_code < 500:
+                    await self._claims.finish(client.name, token, got, Answer(
+                        fingerprint, True, exc.status_code, exc.message.encode()), ttl)
+                else:
+                    await self._claims.release(client.name, token, got)
+                raise
+            except StoreUnavailable:  # nothing went out; if Redis is down, the lease lapses
+                await self._claims.release(client.name, token, got)
+                raise
+        await self._claims.finish(client.name, token, got, Answer(
             fingerprint, True, 200, ENCODER.encode(answer)), ttl)
         return answer
 
-    async def _place(self, client: ClientRecord, view: ServiceView,
-                     order: AddRequest) -> OrderAnswer:
+    async def _after_lapse(self, client: ClientRecord, view: ServiceView, order: AddRequest,
+                           token: str, lapsed: Lapsed, order_id: int) -> Owned | Answer | Lapsed:
+        """The owner of this token died without answering: answer from the order it
+        was placing, or take the claim over when that order never went out."""
+        fingerprint = order.fingerprint()
+        rec = None
+        if lapsed.order is not None:
+            rec = (await self._orders.get_orders([lapsed.order])).get(lapsed.order)
+            if rec is None and await self._orders.create_order(
+                    lapsed.order, self._abandoned(client, view, order)):
+                rec = self._abandoned(client, view, order)  # the dead owner can never send it
+            elif rec is None:
+                rec = (await self._orders.get_orders([lapsed.order])).get(lapsed.order)
+        if rec is not None and rec.state in ("dispatching", "unknown"):
+            raise ClientError(NOT_CONFIRMED)
+        owned = await self._claims.take_over(client.name, token, lapsed, fingerprint, order_id)
+        if owned is None:  # another retry was first: wait for its answer
+            return await self._claims.claim(client.name, token, fingerprint,
+                                            float(IDEMPOTENCY_TTL_S), order_id)
+        if rec is not None and rec.state == "placed" and lapsed.order is not None:
+            answer = Answer(fingerprint, True, 200,
+                            ENCODER.encode(OrderAnswer(order=lapsed.order)))
+            await self._claims.finish(client.name, token, owned, answer,
+                                      float(IDEMPOTENCY_TTL_S))
+            return answer
+        return owned
+
+    @staticmethod
+    def _abandoned(client: ClientRecord, view: ServiceView, order: AddRequest) -> OrderRecord:
+        return OrderRecord(client=client.name, service=view.id, provider="", upstream_service="",
+                           link=order.link, quantity=order.quantity, runs=order.runs,
+                           charge=Decimal(0), cost=Decimal(0), created=0, state="failed")
+
+    async def _place(self, client: ClientRecord, view: ServiceView, order: AddRequest,
+                     order_id: int | None = None) -> OrderAnswer:
         if order.quantity < view.min:
             raise ClientError(f"Quantity less than minimal {view.min}")
         if order.quantity > view.max:
             raise ClientError(f"Quantity more than maximal {view.max}")
         if order.runs and not view.dripfeed:
             raise ClientError("Drip-feed is not available for this service")
-        return await self._dispatcher.place(client, view, order)
+        if order_id is None:
+            order_id = await self._orders.next_order_id()
+        return await self._dispatcher.place(client, view, order, order_id)

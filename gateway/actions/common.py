@@ -14,6 +14,7 @@ INCORRECT_ORDER = "Incorrect order ID"
 REFILL_NOT_FOUND = "Refill not found"
 UNAVAILABLE = "Service is temporarily unavailable, try again later"
 NOT_CONFIRMED = "Order could not be confirmed; do not resend it, contact support"
+NOT_READY = "Service list is not available yet, try again later"
 
 
 def ids_of(fields: Mapping[str, str], one: str, many: str) -> tuple[list[str], bool]:

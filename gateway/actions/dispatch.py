@@ -4,10 +4,24 @@
          |------(may have reached it: timeout)----> unknown  (never re-sent)
          |------(definite refusal, or none left)--> failed   (reservation released)
 
-The record is written before the upstream `add` is sent, so an order that may
-exist upstream always has a record. Only a definite rejection worth trying
-elsewhere, or a request that provably never left, moves on to the next
-candidate; anything ambiguous stops the loop and answers NOT_CONFIRMED.
+Money and records move in this order, so a crash at any point leaves either
+nothing, or a charge and a record (or pending mark) that explains it:
+
+1. the first candidate that may be tried: the client's balance is reserved
+   (with a pending mark, in one script; none of this when every breaker is
+   open: no ledger entry for an order that was never tried);
+2. the record is created (`dispatching`), once per id: a replica that lost its
+   idempotency claim to a retry finds the id taken and never sends;
+3. the upstream `add` is sent;
+4. the outcome is stored. If Redis cannot take it, it goes to the local journal
+   (`gateway.state.journal`) and the client still gets the truth: the order id,
+   or NOT_CONFIRMED; never an answer that invites a retry of a placed order.
+
+Only a definite rejection worth trying elsewhere, or a request that provably
+never left, moves on to the next candidate; anything ambiguous stops the loop
+and answers NOT_CONFIRMED. Every dispatch runs shielded from the request
+(`guarded`): a client that hangs up, or a shutdown, never cuts it in half;
+`aclose()` waits for the ones in flight.
 """
 
 from __future__ import annotations
@@ -16,12 +30,12 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from gateway import money
 from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
 from gateway.clock import SYSTEM, Clock
-from gateway.errors import ClientError, ProviderError, Rejected, Unreachable
+from gateway.errors import ClientError, ProviderError, Rejected, StoreUnavailable, Unreachable
 from gateway.models import OrderRecord
 from gateway.routing import decide
 from gateway.routing.balances import Balances
@@ -30,37 +44,46 @@ from gateway.routing.plan import Candidate, usable
 from gateway.routing.views import ServiceView
 from gateway.state.breakers import Breakers
 from gateway.state.clients import ClientRecord
+from gateway.state.journal import Journal, JournalEntry
 from gateway.state.ledger import Ledger
 from gateway.state.orders import Orders
+from gateway.state.recovery import PENDING_GRACE_S
 from gateway.upstream.classify import blame, is_funds, public_message
 from gateway.upstream.client import ProviderClient
 from gateway.wire import OrderAnswer
 
 log = logging.getLogger("gateway.actions")
 
+T = TypeVar("T")
 Outcome = Literal["placed", "next", "refused", "unknown"]
+FUNDS = "Not enough funds on balance"
 
 
 class Dispatcher:
     def __init__(self, orders: Orders, ledger: Ledger, breakers: Breakers,
                  balances: Balances, providers: Mapping[str, ProviderClient],
-                 currency: str, clock: Clock = SYSTEM) -> None:
+                 journal: Journal, currency: str, clock: Clock = SYSTEM) -> None:
         self._orders = orders
         self._ledger = ledger
         self._breakers = breakers
         self._balances = balances
         self._providers = providers
+        self._journal = journal
         self._currency = currency
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def aclose(self) -> None:
-        """Wait for the background work this dispatcher started (balance refreshes)."""
-        if self._tasks:
+        """Wait for the dispatches in flight and the background work (balance refreshes)."""
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to its end even if the request awaiting it is cancelled."""
+        return await asyncio.shield(self._background(work))
+
     async def place(self, client: ClientRecord, view: ServiceView,
-                    order: AddRequest) -> OrderAnswer:
+                    order: AddRequest, order_id: int) -> OrderAnswer:
         picked = decide.choices(view, order.quantity, order.runs, self._balances)
         if not usable(picked):
             log.warning("add: no candidate", extra={
@@ -68,9 +91,7 @@ class Dispatcher:
             raise ClientError(UNAVAILABLE)
         charge = money.charge(client.rate(view.id, view.rate), order.quantity, order.runs)
         ledger = client.mode == "ledger"
-        order_id = await self._orders.next_order_id()
-        if ledger and not await self._ledger.reserve(client.name, charge, order_id):
-            raise ClientError("Not enough funds on balance")
+        reserved: float | None = None  # monotonic time of the reservation
         tried: list[dict[str, str]] = []
         record: OrderRecord | None = None
         async for verdict in decide.verdicts(picked, self._breakers, take=True):
@@ -78,32 +99,94 @@ class Dispatcher:
             if verdict.reason is not None:
                 tried.append({"provider": cand.provider, "outcome": verdict.reason})
                 continue
+            if ledger and reserved is None:
+                if not await self._ledger.reserve(client.name, charge, order_id):
+                    raise ClientError(FUNDS)
+                reserved = self._clock.monotonic()
+            first = record is None
             record = self._record(client, view, order, cand, charge, ledger)
-            await self._orders.put_order(order_id, record)
+            await self._begin(order_id, record, first, reserved)
             kind, value = await self._send(cand, order, verdict.probe)
             tried.append({"provider": cand.provider, "outcome": kind,
                           "probe": str(verdict.probe)})
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
-                await self._orders.put_order(order_id, record)
+                await self._store(order_id, record)
                 log.info("add", extra={"order": order_id, "service": view.id, "tried": tried})
                 return OrderAnswer(order=order_id)
             if kind == "unknown":
                 record.state = "unknown"
-                await self._orders.put_order(order_id, record)
+                await self._store(order_id, record)
                 log.error("add: ambiguous outcome, never re-sent", extra={
                     "order": order_id, "service": view.id, "tried": tried, "error": value})
                 raise ClientError(NOT_CONFIRMED)
             if kind == "refused":
-                await self._fail(order_id, record, "refused upstream", client.name, charge)
+                await self._fail(order_id, record, "refused upstream")
                 log.info("add: refused", extra={"order": order_id, "tried": tried})
                 raise ClientError(public_message(value, cand.provider))
             # "next": a definite rejection worth trying elsewhere, or never reached
-        await self._fail(order_id, record, "every candidate refused or unavailable",
-                         client.name, charge if ledger else None)
+        if record is not None:
+            await self._fail(order_id, record, "every candidate refused or unavailable")
         log.warning("add: no candidate took it", extra={
             "order": order_id, "service": view.id, "tried": tried})
         raise ClientError(UNAVAILABLE)
+
+    async def _begin(self, order_id: int, record: OrderRecord, first: bool,
+                     reserved: float | None) -> None:
+        """Record the order as `dispatching` before it is sent; raise if it must not be."""
+        try:
+            if not first:
+                await self._orders.put_order(order_id, record)
+            elif not await self._orders.create_order(order_id, record):
+                # a retry took the id over from this request (its claim lapsed)
+                await self._release(order_id, record, "the order id was taken over")
+                log.error("add: order id taken over by a retry, not sent",
+                          extra={"order": order_id})
+                raise ClientError(UNAVAILABLE)
+        except StoreUnavailable:  # nothing was sent: give the money back, if we can
+            record.state = "failed"
+            self._journal_or_log(order_id, record, "redis failed before sending")
+            raise
+        if reserved is not None and \
+                self._clock.monotonic() - reserved > PENDING_GRACE_S / 2:
+            # so late the reconciler may have released the reservation: do not send
+            await self._fail(order_id, record, "recorded too late after the reservation")
+            raise ClientError(UNAVAILABLE)
+
+    async def _fail(self, order_id: int, record: OrderRecord, why: str) -> None:
+        """A definite failure: the record says so and the reservation goes back (once)."""
+        record.state = "failed"
+        try:
+            await self._orders.put_order(order_id, record, settles=True)
+            await self._release(order_id, record, why)
+        except StoreUnavailable:
+            self._journal_or_log(order_id, record, why)
+
+    async def _release(self, order_id: int, record: OrderRecord, why: str) -> None:
+        if record.ledger:
+            await self._ledger.credit(record.client, record.charge, "release", order_id,
+                                      note=why, settle=True)
+
+    async def _store(self, order_id: int, record: OrderRecord) -> None:
+        """The outcome of a sent order, in Redis or else in the journal."""
+        try:
+            await self._orders.put_order(order_id, record, settles=True)
+        except StoreUnavailable:
+            try:
+                self._journal.append(JournalEntry(order_id, record))
+            except OSError:
+                log.critical("add: outcome neither in redis nor in the journal", extra={
+                    "order": order_id, "record": str(record)})
+                raise ClientError(NOT_CONFIRMED) from None
+
+    def _journal_or_log(self, order_id: int, record: OrderRecord, why: str) -> None:
+        """A failed order's record and release, for when Redis is back."""
+        release = record.charge if record.ledger else None
+        try:
+            self._journal.append(JournalEntry(order_id, record, release, why))
+        except OSError:  # the record stays `dispatching`; reconciler and operator see it
+            log.critical("add: failure neither in redis nor in the journal",
+                         extra={"order": order_id})
 
     def _record(self, client: ClientRecord, view: ServiceView, order: AddRequest,
                 cand: Candidate, charge: Decimal, ledger: bool) -> OrderRecord:
@@ -114,16 +197,6 @@ class Dispatcher:
             cost=money.charge(cand.cost_rate, order.quantity, order.runs),
             created=int(self._clock.time()), state="dispatching", currency=self._currency,
             ledger=ledger)
-
-    async def _fail(self, order_id: int, record: OrderRecord | None, why: str,
-                    client: str, charge: Decimal | None) -> None:
-        """A definite failure: give the reservation back (once), keep the record."""
-        if charge is not None and (record is None or record.ledger):
-            await self._ledger.credit(client, charge, "release", order_id, note=why,
-                                      settle=True)
-        if record is not None:
-            record.state = "failed"
-            await self._orders.put_order(order_id, record)
 
     async def _send(self, cand: Candidate, order: AddRequest,
                     probe: bool) -> tuple[Outcome, str]:
@@ -150,7 +223,8 @@ class Dispatcher:
         await self._breakers.success(provider, service, probe)
         return "placed", upstream_id
 
-    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -11,13 +11,12 @@ from collections.abc import Mapping
 import msgspec
 
 from gateway import money
+from gateway.actions.common import NOT_READY
 from gateway.errors import NotReady
 from gateway.routing.catalog import Catalog
 from gateway.routing.views import etag
 from gateway.state.clients import ClientRecord
 from gateway.wire import ENCODER, Encoded
-
-NOT_READY = "Service list is not available yet, try again later"
 
 Signature = tuple[int, object, tuple[object, ...], tuple[int, ...]]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 
@@ -24,15 +25,17 @@ from gateway.edge.timeouts import ReadTimeouts
 from gateway.wiring import TransportFactory, open_resources
 
 
-def create_app(settings: Settings, redis_url: str, *, transport: TransportFactory | None = None,
-               clock: Clock = SYSTEM) -> Litestar:
-    """The ASGI app. Its lifespan opens every resource (`gateway.wiring`) and closes it."""
+def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = None,
+               transport: TransportFactory | None = None, clock: Clock = SYSTEM) -> Litestar:
+    """The ASGI app. Its lifespan opens every resource (`gateway.wiring`) and closes it.
+    `data_dir`: the gateway's data directory (its `journal/` is kept there)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             resources = await stack.enter_async_context(
-                open_resources(settings, redis_url, transport=transport, clock=clock))
+                open_resources(settings, redis_url, transport=transport, clock=clock,
+                               journal_dir=data_dir / "journal" if data_dir else None))
             actions = Actions(resources)
             stack.push_async_callback(actions.aclose)
             app.state.resources = resources

@@ -53,7 +53,8 @@ def app_factory() -> Any:
 
     settings = load_settings(os.environ[ENV_CONFIG])
     logs.setup(settings.gateway.log_level)
-    return create_app(settings, os.environ[ENV_REDIS])
+    return create_app(settings, os.environ[ENV_REDIS],
+                      data_dir=Path(os.environ.get(ENV_DATA) or DEFAULT_DATA))
 
 
 @contextmanager
@@ -119,6 +120,7 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> Non
     with redis_url(data_dir) as url:
         os.environ[ENV_CONFIG] = str(Path(config).resolve())
         os.environ[ENV_REDIS] = url
+        os.environ[ENV_DATA] = str(Path(data_dir).resolve())
         print(f"smm-gateway listening on http://{host}:{port}/api/v2 "
               f"({len(settings.providers)} providers, {len(settings.services)} services)",
               flush=True)

@@ -12,11 +12,13 @@ what they answer:
 
 Every request is logged before it is faulted or answered, so the control API sees
 faulted ones too; faults, latency and rejections set through it are applied here.
+A ``429`` or ``503`` fault answers with a ``Retry-After`` header (the simulator's
+``retry_after`` seconds; none when that is unset), as rate limiters and
+maintenance pages do.
 """
 
 from __future__ import annotations
 
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +39,7 @@ from gateway.sim.codec import (
     split_ids,
     to_int,
 )
+from gateway.sim.options import retry_after_text
 from gateway.sim.state import Order
 
 if TYPE_CHECKING:
@@ -60,6 +63,8 @@ _CF_HTML = (
     b"<span>Performance &amp; security by Cloudflare</span></div>\n</div>\n"
     b"</body>\n</html>\n"
 )
+
+_TOO_MANY = b'{"error":"Too many requests"}'
 
 # (simulator, parameters, parameters without the key as logged) -> answer
 Action = Callable[["Simulator", dict[str, Any], dict[str, Any]], SimResponse]
@@ -86,9 +91,7 @@ def answer(sim: Simulator, headers: Mapping[str, str], body: bytes) -> SimRespon
     params = parse_params(headers, body)
     raw_action = params.get("action")
     action = raw_action.strip() if isinstance(raw_action, str) else ""
-    fault = None
-    if sim.fault is not None and sim.fault_rate > 0 and random.random() < sim.fault_rate:
-        fault = sim.fault
+    fault = sim.take_fault(action)
     record = {k: v for k, v in params.items() if k not in KEY_FIELDS}
     sim.requests.append(
         {"action": action or None, "params": record, "fault": fault, "t": time.time()}
@@ -98,15 +101,26 @@ def answer(sim: Simulator, headers: Mapping[str, str], body: bytes) -> SimRespon
     sim.total += 1
     delay = sim.latency_ms / 1000.0 if sim.latency_ms > 0 else 0.0
     if fault is not None:
-        if fault == "html":
-            return SimResponse(502, _CF_HTML, "text/html; charset=UTF-8", delay)
-        if fault == "500":
-            return SimResponse(500, b"Internal Server Error", "text/plain", delay)
-        return SimResponse(0, b"", "", delay, fault)
+        return _faulted(sim, fault, delay)
     resp = _dispatch(sim, params, action, record)
     if delay:
         return resp._replace(delay=delay)
     return resp
+
+
+def _faulted(sim: Simulator, fault: str, delay: float) -> SimResponse:
+    if fault == "html":
+        return SimResponse(502, _CF_HTML, "text/html; charset=UTF-8", delay)
+    if fault == "500":
+        return SimResponse(500, b"Internal Server Error", "text/plain", delay)
+    if fault == "429" or fault == "503":
+        headers: tuple[tuple[str, str], ...] = ()
+        if sim.retry_after is not None:
+            headers = (("Retry-After", retry_after_text(sim.retry_after)),)
+        if fault == "429":
+            return SimResponse(429, _TOO_MANY, "application/json", delay, headers=headers)
+        return SimResponse(503, b"Service Unavailable", "text/plain", delay, headers=headers)
+    return SimResponse(0, b"", "", delay, fault)  # hang / drop: the server misbehaves
 
 
 def _dispatch(

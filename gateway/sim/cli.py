@@ -7,8 +7,33 @@ import contextlib
 from decimal import Decimal
 
 from gateway.sim.catalog import load_catalog
-from gateway.sim.options import DIALECTS, FAULTS, SimOptions
+from gateway.sim.options import (
+    DEFAULT_RETRY_AFTER_S,
+    DIALECTS,
+    FAULTS,
+    SimOptions,
+    check_retry_after,
+)
 from gateway.sim.server import serve
+
+
+def _retry_after(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return check_retry_after(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'none': {text!r}") from exc
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
+    return n
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,13 +56,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="added before every /api/v2 answer (%(default)s)")
     parser.add_argument("--fault", choices=FAULTS, default=None,
-                        help="answer with an HTML page, a 500, never, or drop the connection")
+                        help="answer with an HTML page (502), a 500, a 429 (rate limited) or "
+                             "503 with a Retry-After header, never (hang), or drop the "
+                             "connection")
     parser.add_argument(
         "--fault-rate",
         type=float,
         default=None,
         help="fraction of requests hit by --fault (default 1.0 with --fault, else 0)",
     )
+    parser.add_argument("--fault-action", metavar="ACTION", default=None,
+                        help="fault only requests of this action, e.g. status "
+                             "(default: every action)")
+    parser.add_argument("--fault-count", metavar="N", type=_count, default=None,
+                        help="clear the fault after it has hit N requests (default: never)")
+    parser.add_argument("--retry-after", metavar="SECONDS", type=_retry_after,
+                        default=DEFAULT_RETRY_AFTER_S,
+                        help="the Retry-After header of the 429 and 503 faults, in seconds; "
+                             "'none' sends none (%(default)g)")
     parser.add_argument("--order-start", type=int, default=1,
                         help="first order id (and refill id) handed out (%(default)s)")
     parser.add_argument("--progress-s", type=float, default=2.0,
@@ -56,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         latency_ms=args.latency_ms,
         fault=args.fault,
         fault_rate=fault_rate,
+        fault_action=args.fault_action,
+        fault_count=args.fault_count,
+        retry_after=args.retry_after,
         order_start=args.order_start,
         progress_s=args.progress_s,
     )

@@ -22,7 +22,8 @@ class SimResponse(NamedTuple):
     """What :meth:`Simulator.handle` decided; the HTTP layer carries it out.
 
     ``fault`` is ``"hang"`` or ``"drop"`` when the transport must misbehave (then
-    ``status``/``body`` are unused); ``delay`` is seconds to wait before answering.
+    ``status``/``body`` are unused); ``delay`` is seconds to wait before answering;
+    ``headers`` are extra response headers (name, value), such as ``Retry-After``.
     """
 
     status: int
@@ -30,6 +31,7 @@ class SimResponse(NamedTuple):
     content_type: str = "application/json"
     delay: float = 0.0
     fault: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 NOT_FOUND = SimResponse(404, b'{"error":"Not Found"}')

@@ -2,10 +2,12 @@
 
 Reads: ``GET requests[?action=...]`` (the request log, faulted requests included),
 ``orders``, ``orders/<id>``, ``stats`` and ``balance``; ``health`` answers any method.
-Changes (``POST`` with a JSON body): ``fault``, ``latency``, ``balance``, ``catalog``,
-``reject`` (refuse the next adds with an error), ``orders/<id>`` (force a status) and
-``reset``. A malformed body raises; :class:`~gateway.sim.simulator.Simulator` turns
-that into a 400. Money here always has 5 decimals, whatever the dialect.
+Changes (``POST`` with a JSON body): ``fault`` (``{"fault": "429", "rate": 1,
+"action": "status", "count": 1, "retry_after": 2}``: see :func:`_set_fault`),
+``latency``, ``balance``, ``catalog``, ``reject`` (refuse the next adds with an
+error), ``orders/<id>`` (force a status) and ``reset``. A malformed body raises;
+:class:`~gateway.sim.simulator.Simulator` turns that into a 400. Money here always
+has 5 decimals, whatever the dialect.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from gateway.sim.codec import DECODE, NOT_FOUND, OK, SimResponse, json_response, money, to_int
-from gateway.sim.options import FAULTS
+from gateway.sim.options import FAULTS, check_retry_after
 from gateway.sim.state import Order
 
 if TYPE_CHECKING:
@@ -96,6 +98,14 @@ def _get(sim: Simulator, sub: str, query: str) -> SimResponse:
 
 
 def _set_fault(sim: Simulator, data: Any) -> None:
+    """``{"fault": F, "rate": R, "action": A, "count": N, "retry_after": S}``.
+
+    Replaces the whole fault setting; only ``fault`` is needed (``null`` clears it).
+    ``rate`` defaults to 1; ``action`` (default: any) limits it to one action;
+    ``count`` (default: unlimited) clears it after N faulted requests;
+    ``retry_after`` is the ``Retry-After`` of ``429``/``503`` in seconds (default:
+    the simulator's ``--retry-after``; ``null``: no header).
+    """
     if not isinstance(data, dict):
         raise TypeError("expected an object")
     fault = data.get("fault")
@@ -104,8 +114,20 @@ def _set_fault(sim: Simulator, data: Any) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}")
     rate = data.get("rate")
-    sim.fault = fault
+    action = data.get("action")
+    count = None
+    if data.get("count") is not None:
+        count = to_int(data["count"])
+        if count is None or count < 0:
+            raise ValueError(f"count: expected a whole number >= 0, got {data['count']!r}")
+    retry_after = (
+        check_retry_after(data["retry_after"]) if "retry_after" in data else sim.options.retry_after
+    )
+    sim.fault = fault if count != 0 else None
     sim.fault_rate = float(rate) if rate is not None else (1.0 if fault else 0.0)
+    sim.fault_action = str(action) if action is not None else None
+    sim.fault_count = count if sim.fault is not None else None
+    sim.retry_after = retry_after
 
 
 def _set_latency(sim: Simulator, data: Any) -> None:

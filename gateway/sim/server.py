@@ -3,7 +3,8 @@
 Keep-alive, pipelining, Content-Length and chunked request bodies, and
 ``Expect: 100-continue``. It is its own small server rather than a framework so that
 it is never the bottleneck of a benchmark, and so that it can misbehave on purpose:
-delay an answer, never answer, or drop the connection. Answers on one connection go
+delay an answer, never answer, drop the connection, or send extra headers (the
+``Retry-After`` of a 429/503 fault). Answers on one connection go
 out in order; once one has to wait, those behind it queue.
 """
 
@@ -30,15 +31,23 @@ _REASONS = {
     401: "Unauthorized",
     404: "Not Found",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 _HEADS: dict[tuple[int, str], bytes] = {}
 _KEEP = b"\r\nConnection: keep-alive\r\n\r\n"
 _CLOSE = b"\r\nConnection: close\r\n\r\n"
 
 
-def _render(status: int, content_type: str, body: bytes, keep_alive: bool) -> bytes:
+def _render(
+    status: int,
+    content_type: str,
+    body: bytes,
+    keep_alive: bool,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
     head = _HEADS.get((status, content_type))
     if head is None:
         reason = _REASONS.get(status, "Unknown")
@@ -47,7 +56,11 @@ def _render(status: int, content_type: str, body: bytes, keep_alive: bool) -> by
             f"Content-Type: {content_type}\r\nContent-Length: "
         ).encode("latin-1")
         _HEADS[(status, content_type)] = head
-    return b"".join((head, b"%d" % len(body), _KEEP if keep_alive else _CLOSE, body))
+    end = _KEEP if keep_alive else _CLOSE
+    if headers:  # only faulted answers carry extra headers (Retry-After)
+        extra = "".join(f"\r\n{name}: {value}" for name, value in headers)
+        return b"".join((head, b"%d" % len(body), extra.encode("latin-1"), end, body))
+    return b"".join((head, b"%d" % len(body), end, body))
 
 
 class _HttpProtocol(asyncio.Protocol):
@@ -162,7 +175,9 @@ class _HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(_render(resp.status, resp.content_type, resp.body, keep_alive))
+        transport.write(
+            _render(resp.status, resp.content_type, resp.body, keep_alive, resp.headers)
+        )
         if not keep_alive:
             transport.close()
             self.closed = True

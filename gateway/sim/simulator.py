@@ -7,6 +7,7 @@ API (:mod:`gateway.sim.api`) and ``/_sim/...`` to the control API
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -17,7 +18,7 @@ import msgspec
 from gateway.sim import api, control
 from gateway.sim.catalog import DEFAULT_CATALOG, Service, normalise_catalog, service_object
 from gateway.sim.codec import ENCODE, NOT_FOUND, SimResponse, json_response
-from gateway.sim.options import DIALECTS, FAULTS, SimOptions
+from gateway.sim.options import DIALECTS, FAULTS, SimOptions, check_retry_after
 from gateway.sim.state import Book
 
 REQUEST_LOG_CAP = 100_000
@@ -37,6 +38,9 @@ class Simulator:
             raise ValueError(f"unknown dialect {options.dialect!r} (use one of {DIALECTS})")
         if options.fault is not None and options.fault not in FAULTS:
             raise ValueError(f"unknown fault {options.fault!r} (use one of {FAULTS})")
+        check_retry_after(options.retry_after)
+        if options.fault_count is not None and options.fault_count < 0:
+            raise ValueError(f"fault_count must be >= 0, got {options.fault_count}")
         self.options = options
         self.dialect = options.dialect
         self.toksmm = options.dialect == "toksmm"
@@ -54,6 +58,11 @@ class Simulator:
         self.latency_ms = float(o.latency_ms)
         self.fault: str | None = o.fault
         self.fault_rate = float(o.fault_rate)
+        self.fault_action: str | None = o.fault_action
+        self.fault_count: int | None = o.fault_count  # requests left to fault; None: all
+        self.retry_after: float | None = o.retry_after
+        if self.fault_count == 0:
+            self.fault = None
         self.reject_error: str | None = None
         self.reject_count = 0  # adds left to reject; negative: every add until cleared
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_CAP)
@@ -84,6 +93,26 @@ class Simulator:
             if self.reject_count == 0:
                 self.reject_error = None
         return message
+
+    def take_fault(self, action: str) -> str | None:
+        """The fault this ``/api/v2`` request gets, if any; counts it.
+
+        A fault hits a ``fault_rate`` fraction of the requests of ``fault_action``
+        (of every action when that is ``None``); with a ``fault_count`` it clears
+        itself once it has hit that many.
+        """
+        fault = self.fault
+        if fault is None or self.fault_rate <= 0:
+            return None
+        if self.fault_action is not None and action != self.fault_action:
+            return None
+        if self.fault_rate < 1 and random.random() >= self.fault_rate:
+            return None
+        if self.fault_count is not None:
+            self.fault_count -= 1
+            if self.fault_count <= 0:
+                self.fault, self.fault_count = None, None
+        return fault
 
     def handle(
         self, path: str, method: str, headers: Mapping[str, str], body: bytes

@@ -72,6 +72,13 @@ def client_settled(name: str) -> str:
     return f"{PREFIX}{{c:{name}}}:settled"
 
 
+def client_pending(name: str) -> str:
+    """Hash order id -> reservation time (ms): reserved, the order's record not yet
+    settled. Written by the reservation itself, so a crash right after it leaves a
+    trace the reconciler (`gateway.state.recovery`) finds and releases."""
+    return f"{PREFIX}{{c:{name}}}:pending"
+
+
 def client_rate(name: str) -> str:
     """Token bucket of the client's rate limit."""
     return f"{PREFIX}{{c:{name}}}:rate"
@@ -88,7 +95,8 @@ def auth_block(address: str) -> str:
 
 
 def once(client_name: str, token: str) -> str:
-    """An Idempotency-Key or duplicate-window claim of one client."""
+    """An Idempotency-Key or duplicate-window claim of one client (a hash: answer,
+    owner, lease)."""
     return f"{PREFIX}{{c:{client_name}}}:once:{token}"
 
 
@@ -110,3 +118,7 @@ def balance_lock(provider: str) -> str:
 PUBLISHED_RATES = PREFIX + "rates"  # service id -> the advertised rate last confirmed
 MIRROR_IDS = PREFIX + "{mirror}:ids"  # "provider:upstream id" -> gateway id, for ever
 MIRROR_SEQ = PREFIX + "{mirror}:seq"
+
+# --- recovery -------------------------------------------------------------------
+
+RECONCILE_LOCK = PREFIX + "reconcile:lock"  # one replica at a time reconciles

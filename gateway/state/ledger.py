@@ -10,6 +10,11 @@ Settlement of an order (release after a definite rejection, refund after
 Partial/Canceled/Refunded) is marked with HSETNX on the order id inside the same
 script: however many replicas see the final status, however often, it happens
 once.
+
+A reservation also leaves a pending mark (order id -> when and how much) in the
+same script; the order's record settles it. A mark whose order never got a
+record (the replica died in between) is found and released by the reconciler
+(`gateway.state.recovery`): no money moves without a record that explains it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ class Entry:
     t: float
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A reservation whose order record has not settled it yet."""
+
+    order: int
+    amount: Decimal
+    at_ms: int
+
+
 @maps_redis_errors
 class Ledger:
     def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM) -> None:
@@ -44,9 +58,12 @@ class Ledger:
 
     async def reserve(self, client: str, amount: Decimal, order_id: int) -> bool:
         """Take `amount` for an order before it is sent; False if the balance is short."""
+        now = self._clock.time()
+        units = to_units(amount)
         ok, _ = await self._reserve(
-            keys=[keys.client_balance(client), keys.client_ledger(client)],
-            args=[to_units(amount), order_id, f"{self._clock.time():.3f}", ""])
+            keys=[keys.client_balance(client), keys.client_ledger(client),
+                  keys.client_pending(client)],
+            args=[units, order_id, f"{now:.3f}", "", f"{int(now * 1000)}:{units}"])
         return bool(ok)
 
     async def credit(self, client: str, amount: Decimal, kind: str, order_id: int | None = None,
@@ -57,10 +74,28 @@ class Ledger:
         """
         ok, _ = await self._credit(
             keys=[keys.client_balance(client), keys.client_ledger(client),
-                  keys.client_settled(client)],
+                  keys.client_settled(client), keys.client_pending(client)],
             args=[to_units(amount), "" if order_id is None else order_id,
                   f"{self._clock.time():.3f}", kind, note, "1" if settle else "0"])
         return bool(ok)
+
+    async def pending(self, client: str) -> list[Pending]:
+        """The client's reservations not yet settled by their order's record."""
+        out = []
+        for oid, value in (await self._redis.hgetall(keys.client_pending(client))).items():
+            at_ms, units = text(value).split(":")
+            out.append(Pending(int(text(oid)), from_units(units), int(at_ms)))
+        return out
+
+    async def forget_pending(self, client: str, order_ids: list[int]) -> None:
+        """These reservations are explained by their order records."""
+        if order_ids:
+            await self._redis.hdel(keys.client_pending(client), *map(str, order_ids))
+
+    async def settled(self, client: str) -> dict[int, str]:
+        """Order id -> how its reservation was settled (release, refund)."""
+        raw = await self._redis.hgetall(keys.client_settled(client))
+        return {int(text(k)): text(v) for k, v in raw.items()}
 
     async def balance(self, client: str) -> Decimal:
         return from_units(await self._redis.get(keys.client_balance(client)) or 0)

@@ -60,10 +60,28 @@ class Orders:
                 self._ids = list(range(last, last - ID_BLOCK, -1))
             return self._ids.pop()
 
-    async def put_order(self, order_id: int, record: OrderRecord) -> None:
-        await self.put_orders({order_id: record})
+    async def create_order(self, order_id: int, record: OrderRecord) -> bool:
+        """Write the first record of an order, unless one exists (False): an id is
+        recorded once, so a replica that lost its claim can never send it."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(keys.order_bucket(order_id), str(order_id), _enc.encode(record))
+        if record.state in ("dispatching", "unknown"):
+            pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
+        created, *_ = await pipe.execute()
+        if not created:  # rare: set the listing right for the record that stands
+            standing = (await self.get_orders([order_id])).get(order_id)
+            if standing is not None and standing.state not in ("dispatching", "unknown"):
+                await self.redis.srem(keys.UNKNOWN_ORDERS, order_id)
+        return bool(created)
 
-    async def put_orders(self, records: Mapping[int, OrderRecord]) -> None:
+    async def put_order(self, order_id: int, record: OrderRecord,
+                        settles: bool = False) -> None:
+        await self.put_orders({order_id: record}, settles)
+
+    async def put_orders(self, records: Mapping[int, OrderRecord],
+                         settles: bool = False) -> None:
+        """Store records. `settles`: these records explain their reservations (the
+        ledger's pending marks are cleared in the same round trip)."""
         pipe = self.redis.pipeline(transaction=False)
         for order_id, record in records.items():
             pipe.hset(keys.order_bucket(order_id), str(order_id), _enc.encode(record))
@@ -72,6 +90,8 @@ class Orders:
                 pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
             else:
                 pipe.srem(keys.UNKNOWN_ORDERS, order_id)
+            if settles and record.ledger:
+                pipe.hdel(keys.client_pending(record.client), str(order_id))
         await pipe.execute()
 
     async def get_orders(self, ids: Iterable[int]) -> dict[int, OrderRecord]:

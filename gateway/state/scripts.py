@@ -110,7 +110,9 @@ return {1, 0, 'closed'}
 
 # --- money ----------------------------------------------------------------------
 
-# KEYS: balance, ledger. ARGV: units, order, time, note.
+# KEYS: balance, ledger, pending. ARGV: units, order, time, note, pending value.
+# The charge, its ledger entry and the order's pending mark, at once: a crash right
+# after leaves a mark the reconciler finds (no money without a trace).
 RESERVE = """
 local bal = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
@@ -118,21 +120,61 @@ if bal < amount then return {0, string.format('%d', bal)} end
 local after = redis.call('DECRBY', KEYS[1], amount)
 redis.call('XADD', KEYS[2], '*', 'type', 'charge', 'amount', string.format('%d', -amount),
   'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
 return {1, string.format('%d', after)}
 """
 
-# KEYS: balance, ledger, settled. ARGV: units (signed), order, time, type, note, settle.
-# With settle = '1' the movement happens at most once per order.
+# KEYS: balance, ledger, settled, pending. ARGV: units (signed), order, time, type,
+# note, settle. With settle = '1' the movement happens at most once per order, and
+# settles the order's pending reservation mark.
 CREDIT = """
 if ARGV[6] == '1' then
   if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4]) == 0 then
     return {0, redis.call('GET', KEYS[1]) or '0'}
   end
+  redis.call('HDEL', KEYS[4], ARGV[2])
 end
 local after = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'type', ARGV[4], 'amount', ARGV[1],
   'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[5])
 return {1, string.format('%d', after)}
+"""
+
+# --- idempotency claims -----------------------------------------------------------
+
+# KEYS: claim. ARGV: answer, owner, lease until (ms), ttl ms. Takes the claim (nil)
+# or returns the holder's {answer, owner, lease until}.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HMGET', KEYS[1], 'a', 'o', 'l')
+end
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 'o', ARGV[2], 'l', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return false
+"""
+
+# KEYS: claim. ARGV: owner, op, ... Only the claim's owner may change it:
+#   renew    ARGV[3] lease until                      -> 1
+#   finish   ARGV[3] answer, ARGV[4] ttl ms            -> 1 (the lease ends)
+#   release                                            -> 1 (the claim is gone)
+#   takeover ARGV[3] new owner, ARGV[4] answer, ARGV[5] lease until, ARGV[6] now ms
+#            -> 1 when the owner's lease had lapsed
+# 0 when the claim is not (or no longer) the caller's.
+CLAIM_OWNED = """
+if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
+local op = ARGV[2]
+if op == 'renew' then
+  redis.call('HSET', KEYS[1], 'l', ARGV[3])
+elseif op == 'finish' then
+  redis.call('HSET', KEYS[1], 'a', ARGV[3], 'l', '0')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+elseif op == 'release' then
+  redis.call('DEL', KEYS[1])
+elseif op == 'takeover' then
+  if tonumber(redis.call('HGET', KEYS[1], 'l') or '0') > tonumber(ARGV[6]) then return 0 end
+  redis.call('HSET', KEYS[1], 'o', ARGV[3], 'a', ARGV[4], 'l', ARGV[5])
+end
+return 1
 """
 
 # --- limits ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ Two ways in, both reading gateway settings from `@pytest.mark.gateway(**override
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,11 +74,11 @@ async def app(anyio_backend: str, request: pytest.FixtureRequest, redis_url: str
 
 @pytest.fixture
 async def state(anyio_backend: str, request: pytest.FixtureRequest, redis_url: str,
-                providers: dict[str, FakeProvider], clock: ManualClock,
+                providers: dict[str, FakeProvider], clock: ManualClock, tmp_path: Path,
                 ) -> AsyncIterator[State]:
     settings = make_settings(**_overrides(request))
     async with open_resources(settings, redis_url, transport=transport_for(providers),
-                              clock=clock) as r:
+                              clock=clock, journal_dir=tmp_path / "journal") as r:
         actions = Actions(r)
         try:
             yield State(r, actions, clock, providers)

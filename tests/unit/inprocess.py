@@ -7,9 +7,11 @@ helpers from here.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -144,10 +146,14 @@ class App:
 
 @asynccontextmanager
 async def serve(settings: Settings, redis_url: str, providers: dict[str, FakeProvider],
-                clock: ManualClock) -> AsyncIterator[App]:
-    app = create_app(settings, redis_url, transport=transport_for(providers), clock=clock)
-    async with AsyncTestClient(app) as http:
-        yield App(http, settings, clock, providers)
+                clock: ManualClock, data_dir: Path | None = None) -> AsyncIterator[App]:
+    """The app under a test client; its data dir (the journal) is `data_dir`, else a
+    temporary one."""
+    with tempfile.TemporaryDirectory(prefix="gw-data-") as tmp:
+        app = create_app(settings, redis_url, data_dir=data_dir or Path(tmp),
+                         transport=transport_for(providers), clock=clock)
+        async with AsyncTestClient(app) as http:
+            yield App(http, settings, clock, providers)
 
 
 # --- resources and actions, in the test's loop --------------------------------

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from gateway.actions.services import NOT_READY
+from gateway.actions.common import NOT_READY
 from gateway.clock import ManualClock
 from gateway.routing.catalog import RETRY_FAILED_S
 from inprocess import make_settings, serve

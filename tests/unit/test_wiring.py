@@ -36,7 +36,8 @@ async def test_open_resources_uses_redis_while_open(
         watcher = redis.Redis.from_url(server.url, client_name="watcher")
         try:
             async with open_resources(make_settings(), server.url,
-                                      transport=transport_for(providers), clock=clock) as r:
+                                      transport=transport_for(providers), clock=clock,
+                                      journal_dir=tmp_path / "journal") as r:
                 assert await r.orders.next_order_id() == 1000
                 assert others(watcher) >= 1
                 assert sorted(r.catalog.views) == [1, 2, 3]
@@ -50,7 +51,8 @@ async def test_open_resources_closes_its_redis_connections(
         watcher = redis.Redis.from_url(server.url, client_name="watcher")
         try:
             async with open_resources(make_settings(), server.url,
-                                      transport=transport_for(providers), clock=clock) as r:
+                                      transport=transport_for(providers), clock=clock,
+                                      journal_dir=tmp_path / "journal") as r:
                 await r.orders.next_order_id()
                 assert others(watcher) >= 1
             assert r is not None  # still referenced: closing is wiring's job, not the GC's
