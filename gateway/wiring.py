@@ -103,7 +103,7 @@ async def open_resources(settings: Settings, redis_url: str, *, serving: bool = 
         stack.push_async_callback(catalog.aclose)
         wait = max((p.timeout_s for p in settings.providers), default=1.0)
         await catalog.start(wait_s=wait, loop=serving)
-        balances = Balances(KnownBalances(redis), locks, providers, g, clock)
+        balances = Balances(KnownBalances(redis), locks, providers, g, clock, breakers)
         stack.push_async_callback(balances.aclose)
         await balances.start(loop=serving)
         ledger = Ledger(redis, clock)

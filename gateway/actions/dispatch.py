@@ -209,10 +209,7 @@ class Dispatcher:
                 order.upstream_fields(service, cand.upstream.form is not None))
         except ProviderError as exc:
             whose = blame(exc)
-            if whose is None:  # the order's own fault: the provider answered sanely
-                await self._breakers.success(provider, service, probe)
-            else:
-                await self._breakers.failure(provider, service if whose == "service" else None)
+            await self._count(provider, service, probe, whose)
             if is_funds(exc):
                 self._background(self._balances.refresh(provider))
             if isinstance(exc, Rejected):
@@ -220,8 +217,21 @@ class Dispatcher:
             if isinstance(exc, Unreachable):
                 return "next", exc.message
             return "unknown", f"{exc.message} {exc.raw}".strip()
-        await self._breakers.success(provider, service, probe)
+        await self._count(provider, service, probe, None)
         return "placed", upstream_id
+
+    async def _count(self, provider: str, service: str, probe: bool,
+                     whose: str | None) -> None:
+        """Tell the breakers how the provider did (None: it answered sanely). Health
+        counting never costs an order its outcome: a Redis failure here is logged."""
+        try:
+            if whose is None:
+                await self._breakers.success(provider, service, probe)
+            else:
+                await self._breakers.failure(provider, service if whose == "service" else None)
+        except StoreUnavailable as exc:
+            log.warning("add: breaker not told", extra={"provider": provider,
+                                                        "error": exc.message})
 
     def _background(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)

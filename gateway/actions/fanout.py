@@ -1,6 +1,7 @@
 """One call per provider (in chunks of MULTI_LIMIT ids), all at once, for the
 actions that name orders held by several providers: status, refill,
-refill_status, cancel."""
+refill_status, cancel. A provider whose breaker is open is not called: its ids
+get `Unavailable` (reads then answer from the stored record)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from gateway.errors import ProviderError
+from gateway.errors import ProviderError, Unavailable
 from gateway.state.breakers import Breakers
 from gateway.upstream.client import MULTI_LIMIT, ProviderClient
 
@@ -39,6 +40,9 @@ class FanOut:
         providers may hand out the same id. A provider that fails as a whole yields
         its ProviderError for each of its ids, and counts against its breaker."""
         async def one(name: str, ids: Sequence[T]) -> Results[T, R]:
+            if await self._breakers.is_open(name):
+                skipped = Unavailable("breaker open")
+                return {(name, i): skipped for i in ids}
             try:
                 answer = await call(self._providers[name], ids)
             except ProviderError as exc:

@@ -7,7 +7,8 @@ other status): the client's own `error_status` once its key is known (the api
 handler puts it on `request.state[ERROR_STATUS]`), else `gateway.error_status`.
 
 A Redis outage (`StoreUnavailable`) is logged once when it starts and once when
-Redis answers again, not as a traceback per request.
+Redis answers again (with how long it lasted and how many requests it refused),
+not as a traceback per request.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ class Outage:
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self.refused = 0  # requests answered 503 during the current outage
         self._checked = 0.0
 
     def failed(self, exc: StoreUnavailable) -> None:
         self._checked = 0.0  # the next request that succeeds checks at once
+        self.refused += 1
         if self.since is None:
             self.since = time.monotonic()
             log.error("redis unavailable: answering 503 until it is back",
@@ -63,8 +66,9 @@ class Outage:
             await ping(redis)
         except StoreUnavailable:
             return
-        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - self.since, 3)})
-        self.since = None
+        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - self.since, 3),
+                                            "refused_requests": self.refused})
+        self.since, self.refused = None, 0
 
 
 def always_200(request: Request[Any, Any, Any]) -> bool:

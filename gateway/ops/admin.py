@@ -14,6 +14,7 @@ from gateway.state.clients import ClientRecord, Directory, Mode
 from gateway.state.connect import AnyRedis
 from gateway.state.ledger import Ledger
 from gateway.state.orders import Orders
+from gateway.state.recovery import PENDING_GRACE_S
 
 
 class AdminError(Exception):
@@ -108,7 +109,9 @@ async def keys_history(redis: AnyRedis, name: str) -> list[str]:
 
 
 async def keys_check(redis: AnyRedis, name: str | None) -> tuple[bool, list[str]]:
-    """Every ledger client's balance equals the sum of its ledger entries."""
+    """Every ledger client's balance equals the sum of its ledger entries, and every
+    charge has an order record that explains it (and every failed order's charge
+    was given back)."""
     directory, ledger = Directory(redis), Ledger(redis)
     records = [await _client(directory, name)] if name else await directory.all()
     ok, lines = True, []
@@ -116,11 +119,39 @@ async def keys_check(redis: AnyRedis, name: str | None) -> tuple[bool, list[str]
         if r.mode != "ledger":
             continue
         balance, total = await ledger.check(r.name)
-        good = balance == total
+        drift = await _charge_drift(redis, ledger, r.name)
+        good = balance == total and not drift
         ok = ok and good
         lines.append(f"{r.name}: balance {wire(balance)}, ledger sum {wire(total)}: "
                      f"{'ok' if good else 'MISMATCH'}")
+        lines.extend(f"  {problem}" for problem in drift)
     return ok, lines or ["no ledger clients"]
+
+
+async def _charge_drift(redis: AnyRedis, ledger: Ledger, client: str) -> list[str]:
+    """The client's charges that no order record explains, and failed orders whose
+    charge was kept. A reservation still in flight (its pending mark younger than
+    the reconciler's grace) is not drift yet."""
+    charges = {int(e.order): -e.amount for e in await ledger.history(client)
+               if e.type == "charge" and e.order.isdigit()}
+    if not charges:
+        return []
+    found = await Orders(redis).get_orders(charges)
+    settled = await ledger.settled(client)
+    young = {p.order for p in await ledger.pending(client)
+             if p.at_ms > (time.time() - PENDING_GRACE_S) * 1000}
+    problems = []
+    for oid, amount in sorted(charges.items()):
+        rec = found.get(oid)
+        if rec is None:
+            if oid not in young and oid not in settled:
+                problems.append(f"order {oid}: charge {wire(amount)} without an order record")
+        elif rec.charge != amount and rec.ledger:
+            problems.append(f"order {oid}: charge {wire(amount)}, "
+                            f"its record says {wire(rec.charge)}")
+        elif rec.state == "failed" and oid not in settled:
+            problems.append(f"order {oid}: failed, its charge {wire(amount)} not released")
+    return problems
 
 
 async def orders_unknown(redis: AnyRedis) -> list[str]:

@@ -19,6 +19,7 @@ from gateway.errors import GatewayError, ProviderError
 from gateway.money import Converter
 from gateway.state import keys
 from gateway.state.balances import KnownBalances
+from gateway.state.breakers import Breakers
 from gateway.state.locks import Locks
 from gateway.upstream.client import ProviderClient
 
@@ -30,8 +31,9 @@ LEASE_MS = 10_000
 class Balances:
     def __init__(self, store: KnownBalances, locks: Locks,
                  providers: Mapping[str, ProviderClient], settings: GatewaySettings,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, breakers: Breakers | None = None) -> None:
         self._store = store
+        self._breakers = breakers
         self._locks = locks
         self._providers = providers
         self._s = settings
@@ -47,8 +49,12 @@ class Balances:
         return self._converter.to_gateway(hit[0], self._providers[provider].currency)
 
     async def refresh(self, provider: str) -> Decimal | None:
-        """Ask the provider now; on failure keep (and return) the last known."""
+        """Ask the provider now; on failure, or while its breaker is open, keep (and
+        return) the last known."""
         client = self._providers[provider]
+        if self._breakers is not None and await self._breakers.is_open(provider):
+            await self.load(provider)
+            return self.known.get(provider, (None, 0.0))[0]
         try:
             amount, currency = await client.balance()
         except ProviderError as exc:

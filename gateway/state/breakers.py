@@ -10,6 +10,10 @@ so a trip by one replica is what every replica sees on its next `add`:
 - half-open: the probe's success closes it, its failure opens it again; a probe
   that never reports (crashed replica) is replaced after PROBE_TTL_MS.
 
+Reads (status, refill_status, balances) skip a provider whose breaker is open
+and answer from what is stored (`is_open`, looked up at most once per
+OPEN_CACHE_S per process); writes other than `add` answer "unavailable".
+
 "Service disabled" is the service's failure, a timeout the provider's; which is
 which is `gateway.upstream.classify.blame`. A client's bad input never counts.
 
@@ -34,6 +38,7 @@ log = logging.getLogger("gateway.breakers")
 
 FLUSH_S = 0.1
 PROBE_TTL_MS = 30_000
+OPEN_CACHE_S = 1.0
 KEEP_MS = 7 * 24 * 3600 * 1000
 
 
@@ -65,6 +70,7 @@ class Breakers:
         self._allow = redis.register_script(scripts.BREAKER_ALLOW)
         self._pending: dict[str, int] = defaultdict(int)
         self._task: asyncio.Task[None] | None = None
+        self._open: dict[str, tuple[float, float]] = {}  # provider -> (looked at, open until)
 
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
@@ -77,6 +83,19 @@ class Breakers:
             args=[self._now_ms(), int(self._s.breaker_cooldown_s * 1000),
                   PROBE_TTL_MS, KEEP_MS, "1" if take else "0"])
         return _gate(int(verdict), int(which), text(state))
+
+    async def is_open(self, provider: str) -> bool:
+        """Whether the provider's breaker is open and its cooldown still running (a
+        read would only add load to a provider that is failing)."""
+        now = self._clock.monotonic()
+        seen = self._open.get(provider)
+        if seen is None or now - seen[0] >= OPEN_CACHE_S:
+            state, since = await self._redis.hmget(keys.breaker(provider), ["state", "since"])
+            until = 0.0
+            if state is not None and text(state) == "open":
+                until = int(text(since or b"0")) / 1000 + self._s.breaker_cooldown_s
+            seen = self._open[provider] = (now, until)
+        return self._clock.time() < seen[1]
 
     async def failure(self, provider: str, service: str | None = None) -> None:
         """Count a failure now: a trip must be seen by every replica's next request.

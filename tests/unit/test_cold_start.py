@@ -1,5 +1,6 @@
 """Cold start: until every provider's list has been fetched once, `services` is an
 error (never a shrunken list, which panels would act on by disabling services),
+an `add` for a service id not known yet is that error too (not "Incorrect service ID"),
 `/readyz` says not ready, and the log names the provider that is missing."""
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ async def test_services_is_an_error_until_every_list_is_in(
         assert ready.status_code == 503
         assert ready.json() == {"ready": False, "lists_missing": 1}
         assert "prov-b" not in ready.text  # the probe is public: names go to the log
+        # an id not (yet) known may be in the missing list: not "Incorrect service ID"
+        add = await app.post(action="add", service=99, link="https://t.co/x", quantity=100)
+        assert (add.status_code, add.json()) == (503, {"error": NOT_READY})
         assert [getattr(rec, "provider", None) for rec in caplog.records
                 if rec.getMessage().startswith("no service list")] == ["prov-b"]
 
@@ -44,6 +48,8 @@ async def test_services_is_an_error_until_every_list_is_in(
         assert r.status_code == 200
         assert listed(r.json()) == {1, 2, 3}
         assert (await app.http.get("/readyz")).json() == {"ready": True}
+        add = await app.post(action="add", service=99, link="https://t.co/x", quantity=100)
+        assert add.json() == {"error": "Incorrect service ID"}
 
 
 async def test_a_list_another_replica_stored_is_enough(
