@@ -30,6 +30,14 @@ log = logging.getLogger("gateway.actions")
 Found = Mapping[str, tuple[int, OrderRecord]]
 
 
+def _remains(rec: OrderRecord) -> str:
+    """What is left to deliver, as the client is told and as refunds count it: the
+    provider's figure, else nothing for Completed and everything otherwise."""
+    if rec.remains is not None:
+        return rec.remains
+    return "0" if rec.status == "Completed" else str(rec.quantity * (rec.runs or 1))
+
+
 class Status:
     def __init__(self, settings: GatewaySettings, orders: Orders, ledger: Ledger,
                  fanout: FanOut, clock: Clock = SYSTEM) -> None:
@@ -54,10 +62,9 @@ class Status:
 
     def _answer(self, rec: OrderRecord) -> StatusAnswer:
         status = rec.status or "Pending"
-        total = rec.quantity * (rec.runs or 1)
-        remains = rec.remains if rec.remains is not None else (
-            "0" if status == "Completed" else str(total))
-        charge = rec.charge - money.refund(rec.charge, status, remains, total)
+        remains = _remains(rec)
+        charge = rec.charge - money.refund(rec.charge, status, remains,
+                                           rec.quantity * (rec.runs or 1))
         return StatusAnswer(charge=money.wire(charge), start_count=rec.start_count or "0",
                             status=status, remains=remains, currency=self._currency)
 
@@ -108,7 +115,7 @@ class Status:
         return changed
 
     async def _refund(self, order_id: int, rec: OrderRecord) -> None:
-        amount = money.refund(rec.charge, rec.status or "", rec.remains,
+        amount = money.refund(rec.charge, rec.status or "", _remains(rec),
                               rec.quantity * (rec.runs or 1))
         if amount > 0:
             await self._ledger.credit(rec.client, amount, "refund", order_id,

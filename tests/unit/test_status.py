@@ -144,3 +144,15 @@ async def test_multi_status_asks_each_provider_once_and_keys_by_id(app: App) -> 
     assert answer[str(on_b)]["remains"] == "1500"
     assert (a.calls["status"], b.calls["status"]) == (1, 1)
     assert a.requests[-1]["orders"] == "9001,9002"
+
+
+async def test_partial_without_remains_refunds_what_the_answer_shows(app: App) -> None:
+    topped_up_bob(app)
+    prov = app.providers["prov-a"]
+    order = await place(app, BOB, quantity=400)
+    prov.set_status(prov.last_order, "Partial")
+    prov.orders[prov.last_order].remains = None  # the provider sends no remains
+    answer = await app.call(BOB, action="status", order=order)
+    assert (answer["status"], answer["remains"], answer["charge"]) == (
+        "Partial", "400", "0.00000")
+    assert bob_balance(app) == TOPUP  # what the answer says was not charged, went back
