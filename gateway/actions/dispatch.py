@@ -237,4 +237,12 @@ class Dispatcher:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_retrieved)
         return task
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark the outcome seen: a dispatch whose requester left (its answer already
+    logged by the dispatcher) is not reported again as "never retrieved"."""
+    if not task.cancelled():
+        task.exception()

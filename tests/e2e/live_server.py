@@ -4,10 +4,12 @@ socket shows (read timeouts, peer addresses)."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -31,9 +33,11 @@ def live_gateway(sims: tuple[Any, Any], redis_url: str, **gateway: Any) -> Itera
     config = base_config(a, b, **gateway)
     settings = parse_settings(yaml.safe_dump(config, sort_keys=False), env={})
     port = free_port()
+    data = tempfile.TemporaryDirectory(prefix="gw-live-")
     server = uvicorn.Server(uvicorn.Config(
-        create_app(settings, redis_url), host="127.0.0.1", port=port, loop="asyncio",
-        http=TimedHttpToolsProtocol, lifespan="on", access_log=False, log_config=None))
+        create_app(settings, redis_url, data_dir=Path(data.name)), host="127.0.0.1",
+        port=port, loop="asyncio", http=TimedHttpToolsProtocol, lifespan="on",
+        access_log=False, log_config=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -46,3 +50,4 @@ def live_gateway(sims: tuple[Any, Any], redis_url: str, **gateway: Any) -> Itera
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        data.cleanup()
