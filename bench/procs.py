@@ -229,6 +229,7 @@ class GatewayServer(Server):
         super().__init__(name, [
             sys.executable, "-m", "gateway", "serve", "--config", str(path),
             "--port", str(port), "--workers", str(workers),
+            "--data-dir", str(log_dir / f"{name}-data"),
         ], port, "/healthz", log_dir, env={**os.environ, "REDIS_URL": redis_url})
 
     def post(self, client: httpx.Client, **fields: str) -> Any:

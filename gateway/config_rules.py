@@ -213,7 +213,8 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
 
 
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
-             "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start")
+             "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
+             "idempotency_lease_s")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
                  "breaker_cooldown_s")
 

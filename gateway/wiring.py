@@ -58,9 +58,10 @@ class Resources:
 
 
 def claim_lease_s(settings: Settings) -> float:
-    """An idempotency claim's lease: well past the slowest provider's timeout."""
+    """An idempotency claim's lease: the setting, and past the slowest provider's
+    timeout whatever it says."""
     slowest = max((p.timeout_s for p in settings.providers), default=10.0)
-    return max(30.0, 3 * slowest)
+    return max(settings.gateway.idempotency_lease_s, 2 * slowest + 1)
 
 
 @asynccontextmanager
