@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet -c constraints.txt
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test serve lint clean bench
+.PHONY: run test serve lint clean bench chaos
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,12 @@ test: $(TEST_STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real 
 bench: $(TEST_STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
 	$(PY) -m bench
 
+chaos: $(TEST_STAMP)  ## the chaos suite (replicas, Redis and provider faults): chaos/results/latest.json
+	$(PY) -m chaos
+
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check gateway tests
-	$(VENV)/bin/mypy gateway
+	$(VENV)/bin/ruff check gateway tests chaos
+	$(VENV)/bin/mypy gateway chaos
 
 clean:  ## remove the virtualenv, the demo's data and tool caches; ./data (what `serve` keeps) stays
 	rm -rf $(VENV) data/demo .pytest_cache .mypy_cache .ruff_cache

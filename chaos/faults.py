@@ -2,14 +2,15 @@
 
 One cycle, each step after the other (the load never stops):
 
-    slow provider (latency)        kill -9 a replica, restart it
+    slow provider (400 ms)*        kill -9 a replica, restart it
     HTML error pages               SIGTERM redis-server, restart it
     plain 500s                     hangs (past the gateway's provider timeout)
     SIGKILL redis-server and kill -9 a replica while it is down; restart both
     dropped connections            answers after the provider timeout (the
                                    order exists upstream, the gateway gave up)
-    kill -9 the other replica      top-up of the prepaid client
+    kill -9 the other replica*     top-up of the prepaid client
 
+(* not in a lean plan: the short run.)
 Against a Redis Cluster (`--cluster`) the Redis steps kill a master and wait for
 its replica to take over (then restart the killed node as a replica); against an
 external Redis (`--redis-url`) they are skipped. Every step is logged with its
@@ -19,6 +20,7 @@ start and end (seconds since the load began).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +30,18 @@ from typing import Any
 
 from chaos.config import Plan
 from chaos.procs import RedisServer, Replica, Sim
+
+
+def kill_a_master(cluster: Any, turn: int) -> int:
+    """SIGKILL one live master of a LocalCluster (a different one each turn); its node
+    index. `kill_master` takes a node index (returns None), or in its first version
+    a position among the live masters (returns the node index)."""
+    masters = cluster.master_nodes()
+    position = turn % len(masters)
+    if inspect.signature(cluster.kill_master).return_annotation in (None, "None"):
+        cluster.kill_master(masters[position])
+        return int(masters[position])
+    return int(cluster.kill_master(position))
 
 
 @dataclass
@@ -60,21 +74,26 @@ class Faults:
         a, b = self.t.sims[0], self.t.sims[1]
         n = len(self.t.replicas)
         late_ms = self.plan.provider_timeout_s * 1000 + 300
-        return [
-            (f"{a.name} latency 300 ms", lambda: self._latency(a, 300)),
+        steps: list[tuple[str, Callable[[], Awaitable[str | None]]]] = []
+        if not self.plan.lean:
+            steps.append((f"{a.name} latency 400 ms", lambda: self._latency(a, 400)))
+        steps += [
             (f"kill -9 replica-{c % n}", lambda: self._kill_replica(c % n)),
             (f"{b.name} html 50%", lambda: self._upstream(b, "html", 0.5)),
-            ("SIGTERM redis-server", lambda: self._redis(signal.SIGTERM, None)),
+            (self._redis_name(signal.SIGTERM), lambda: self._redis(signal.SIGTERM, None)),
             (f"{a.name} 500 50%", lambda: self._upstream(a, "500", 0.5)),
             (f"{b.name} hang 30%", lambda: self._upstream(b, "hang", 0.3)),
-            (f"SIGKILL redis-server + kill -9 replica-{(c + 1) % n}",
+            (f"{self._redis_name(signal.SIGKILL)} + kill -9 replica-{(c + 1) % n}",
              lambda: self._redis(signal.SIGKILL, (c + 1) % n)),
             (f"{a.name} drop 40%", lambda: self._upstream(a, "drop", 0.4)),
             (f"{b.name} answers after the timeout ({late_ms:.0f} ms)",
              lambda: self._latency(b, late_ms)),
-            (f"kill -9 replica-{(c + 1) % n}", lambda: self._kill_replica((c + 1) % n)),
-            ("top-up", self._topup),
         ]
+        if not self.plan.lean:
+            steps.append((f"kill -9 replica-{(c + 1) % n}",
+                          lambda: self._kill_replica((c + 1) % n)))
+        steps.append(("top-up", self._topup))
+        return steps
 
     # --- upstream ------------------------------------------------------------------
 
@@ -86,7 +105,7 @@ class Faults:
     async def _latency(self, sim: Sim, ms: float) -> None:
         await asyncio.to_thread(sim.control, "latency", {"ms": ms})
         await asyncio.sleep(max(self.plan.step_s, ms / 1000))
-        await asyncio.to_thread(sim.control, "latency", {"ms": 0})
+        await asyncio.to_thread(sim.control, "latency", {"ms": sim.latency_ms})
 
     # --- processes -----------------------------------------------------------------
 
@@ -101,29 +120,37 @@ class Faults:
         replica.start()
         replica.wait_ok("/healthz")
 
-    async def _redis(self, signum: int, also_kill: int | None) -> str | None:
+    def _redis_name(self, signum: int) -> str:
         if self.t.cluster is not None:
-            return await asyncio.to_thread(self._fail_over)
-        server = self.t.redis
-        if server is None:
-            return "skipped: external Redis"
-        await asyncio.to_thread(server.signal, signum)
-        victim = self.t.replicas[also_kill] if also_kill is not None else None
-        if victim is not None:
-            await asyncio.sleep(self.plan.down_s / 2)
-            await asyncio.to_thread(victim.signal, signal.SIGKILL)
-        await asyncio.sleep(self.plan.down_s)
-        await asyncio.to_thread(server.start)
-        if victim is not None:
-            await asyncio.to_thread(self._start_replica, victim)
-        return None
+            return "SIGKILL a Redis Cluster master (failover)"
+        if self.t.redis is None:
+            return "(no Redis outage: external Redis)"
+        return f"{signal.Signals(signum).name} redis-server"
 
-    def _fail_over(self) -> str:
-        cluster = self.t.cluster
-        killed = cluster.kill_master(0)
-        took = cluster.wait_failover()
-        cluster.restart_node(killed)
-        return f"cluster: killed master node {killed}, failover took {took:.1f}s"
+    async def _redis(self, signum: int, also_kill: int | None) -> str | None:
+        """Redis goes away (and, with `also_kill`, a replica dies while it is away);
+        then both come back."""
+        server, cluster = self.t.redis, self.t.cluster
+        ours = server is not None or cluster is not None
+        note = None if ours else "no Redis outage: an external Redis"
+        if cluster is not None:
+            node = await asyncio.to_thread(kill_a_master, cluster, len(self.log))
+        elif server is not None:
+            await asyncio.to_thread(server.signal, signum)
+        replica = self.t.replicas[also_kill] if also_kill is not None else None
+        if replica is not None:
+            await asyncio.sleep(self.plan.down_s / 2)
+            await asyncio.to_thread(replica.signal, signal.SIGKILL)
+        await asyncio.sleep(self.plan.down_s)
+        if cluster is not None:
+            took = await asyncio.to_thread(cluster.wait_failover)
+            await asyncio.to_thread(cluster.restart_node, node)  # back, as a replica
+            note = f"master node {node} killed; failover took {took:.1f}s"
+        elif server is not None:
+            await asyncio.to_thread(server.start)
+        if replica is not None:
+            await asyncio.to_thread(self._start_replica, replica)
+        return note
 
     async def _topup(self) -> str:
         amount = self.plan.credit

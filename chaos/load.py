@@ -38,7 +38,8 @@ class Answer:
     status: int | None
     text: str
     order: int | None
-    t: float
+    t: float  # when it was sent, seconds into the load
+    took: float = 0.0
 
 
 @dataclass
@@ -89,8 +90,11 @@ class Load:
         self.orders: list[Logical] = []
         self.given: dict[str, list[int]] = {LEDGER_CLIENT: [], OPERATOR_CLIENT: []}
         self.requests: Counter[str] = Counter()
-        self.lost_ids: set[int] = set()  # given ids a later status called unknown
+        # given ids a later status called unknown: id -> (seconds into the load, replica)
+        self.lost: dict[int, tuple[float, int]] = {}
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()  # `t` of answers and faults counts from here
+        self._tasks: list[asyncio.Task[None]] = []
         self.http = httpx.AsyncClient(
             timeout=plan.client_timeout_s,
             limits=httpx.Limits(max_connections=4 * plan.workers + 16))
@@ -101,7 +105,14 @@ class Load:
     # --- the load ----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._worker(stop) for _ in range(self.plan.workers)))
+        self._tasks = [asyncio.create_task(self._worker(stop))
+                       for _ in range(self.plan.workers)]
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def abandon(self) -> None:
+        """The panels hang up on whatever is still in flight (recorded as dropped)."""
+        for task in self._tasks:
+            task.cancel()
 
     async def _worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -122,7 +133,7 @@ class Load:
         order = Logical(
             n=n, client=LEDGER_CLIENT if self.rng.random() < 0.5 else OPERATOR_CLIENT,
             link=f"https://chaos.example/{self.tag}/{partial}{n}",
-            service=self.rng.choice(SERVICES), quantity=self.rng.randrange(100, 1001, 50),
+            service=self.rng.choice(SERVICES), quantity=self.rng.randrange(100, 501, 50),
             key=f"chaos-{self.tag}-{n}" if keyed else None,
             key_in_header=self.rng.random() < 0.5)
         self.orders.append(order)
@@ -130,14 +141,15 @@ class Load:
 
     async def _place(self, order: Logical, stop: asyncio.Event | None) -> None:
         """Send the add until a final answer, as the panel's policy allows."""
-        tries = 0
+        tries, replica = 0, self._replica()
         while tries < MAX_TRIES and not (tries and stop is not None and stop.is_set()):
             if order.key is not None and self.rng.random() < 0.05:  # an overlapping cron
                 first, second = self.rng.sample(range(len(self.apis)), 2)
-                answers = await asyncio.gather(self._add(order, first),
-                                               self._add(order, second))
+                answers = list(await asyncio.gather(self._add(order, first),
+                                                    self._add(order, second)))
             else:
-                answers = (await self._add(order, self._replica()),)
+                answers = [await self._add(order, replica)]
+            replica = self._replica(avoid=replica)
             order.answers.extend(answers)
             for a in answers:
                 if a.order is not None:
@@ -148,11 +160,11 @@ class Load:
             if all(a.kind == "unreached" for a in answers):
                 await asyncio.sleep(0.05)
                 continue
-            if order.key is None:
+            if order.key is None or (stop is not None and stop.is_set()):
                 return
             await asyncio.sleep(min(2.0, 0.1 * 2 ** tries) * (0.5 + self.rng.random()))
 
-    async def _add(self, order: Logical, replica: int) -> Answer:
+    async def _add(self, order: Logical, replica: int, timeout: float | None = None) -> Answer:
         data = {"key": KEYS[order.client], "action": "add", "service": str(order.service),
                 "link": order.link, "quantity": str(order.quantity)}
         headers = {}
@@ -160,7 +172,7 @@ class Load:
             headers["Idempotency-Key"] = order.key
         elif order.key is not None:
             data["idempotency_key"] = order.key
-        return await self._post("add", replica, data, headers)
+        return await self._post("add", replica, data, headers, timeout)
 
     async def _status(self) -> None:
         client = self.rng.choice((LEDGER_CLIENT, OPERATOR_CLIENT))
@@ -191,7 +203,8 @@ class Load:
         async def retry(order: Logical) -> None:
             async with gate:
                 while not order.settled and time.monotonic() < deadline:
-                    order.answers.append(await self._add(order, self._replica()))
+                    left = min(self.plan.client_timeout_s, deadline - time.monotonic())
+                    order.answers.append(await self._add(order, self._replica(), left))
                     if order.answers[-1].order is not None:
                         self.given[order.client].append(order.answers[-1].order)
                     if not order.settled:
@@ -216,6 +229,7 @@ class Load:
             data["order"] = str(ids[0])
         else:
             data["orders"] = ",".join(map(str, ids))
+        t = round(time.monotonic() - self.t0, 2)
         body = await self._request("status", replica, data, {})
         if len(ids) == 1:
             answers = {ids[0]: body}
@@ -225,19 +239,23 @@ class Load:
             answers = {i: body for i in ids}
         for oid, answer in answers.items():
             if isinstance(answer, dict) and answer.get("error") == "Incorrect order ID":
-                self.lost_ids.add(oid)
+                self.lost.setdefault(oid, (t, replica))
         return answers
 
     # --- HTTP ----------------------------------------------------------------------
 
-    def _replica(self) -> int:
-        return self.rng.randrange(len(self.apis))
+    def _replica(self, avoid: int | None = None) -> int:
+        choices = [i for i in range(len(self.apis)) if i != avoid] or [0]
+        return self.rng.choice(choices)
 
     async def _post(self, action: str, replica: int, data: dict[str, str],
-                    headers: dict[str, str]) -> Answer:
+                    headers: dict[str, str], timeout: float | None = None) -> Answer:
         t = time.monotonic() - self.t0
         try:
-            r = await self.http.post(self.apis[replica], data=data, headers=headers)
+            r = await self.http.post(self.apis[replica], data=data, headers=headers,
+                                     timeout=timeout or self.plan.client_timeout_s)
+        except asyncio.CancelledError:  # abandon(): the panel hung up; its worker ends
+            answer = Answer("dropped", replica, None, "hung up: the load ended", None, t)
         except httpx.ConnectError as exc:
             answer = Answer("unreached", replica, None, type(exc).__name__, None, t)
         except httpx.HTTPError as exc:
@@ -248,6 +266,7 @@ class Load:
             except ValueError:
                 body = r.text[:200]
             answer = classify(r.status_code, body, replica, t)
+        answer.took = round(time.monotonic() - self.t0 - t, 3)
         self.requests[f"{action}: {answer.kind}"] += 1
         return answer
 
@@ -256,6 +275,8 @@ class Load:
         try:
             r = await self.http.post(self.apis[replica], data=data, headers=headers)
             body: Any = r.json()
+        except asyncio.CancelledError:
+            return {"error": "hung up: the load ended"}
         except (httpx.HTTPError, ValueError) as exc:
             self.requests[f"{action}: {type(exc).__name__}"] += 1
             return {"error": type(exc).__name__}

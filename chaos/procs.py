@@ -55,17 +55,20 @@ class Process:
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT)
 
-    def signal(self, signum: int) -> None:
-        """Send `signum` and wait for the process to end (SIGKILL after the timeout)."""
+    def signal(self, signum: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Send `signum` and wait for the process to end; SIGKILL after `timeout_s`
+        (False then)."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
-            return
+            return True
         proc.send_signal(signum)
         try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            return False
+        return True
 
     def stop(self) -> None:
         self.signal(signal.SIGTERM)
@@ -133,10 +136,12 @@ class HttpProcess(Process):
 class Sim(HttpProcess):
     """A simulated provider; its control API sets faults and lists its orders."""
 
-    def __init__(self, name: str, dialect: str, progress_s: float, log_dir: Path,
-                 catalog: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, name: str, dialect: str, progress_s: float, latency_ms: float,
+                 log_dir: Path, catalog: list[dict[str, Any]] | None = None) -> None:
+        self.latency_ms = latency_ms
         argv = [sys.executable, "-m", "gateway.sim", "--dialect", dialect,
-                "--balance", "100000000", "--progress-s", str(progress_s)]
+                "--balance", "100000000", "--progress-s", str(progress_s),
+                "--latency-ms", str(latency_ms)]
         if catalog is not None:
             path = log_dir / f"{name}-catalog.json"
             path.write_text(json.dumps(catalog))
@@ -172,10 +177,29 @@ class Replica(HttpProcess):
             "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(self.data_dir),
         ], port, work, env={**os.environ, "REDIS_URL": redis_url})
 
-    def restart(self, ready: bool = False) -> None:
-        self.stop()
+    def restart(self, drain_s: float) -> bool:
+        """SIGTERM (SIGKILL if it has not drained in `drain_s`), start, until /readyz.
+        False if it had to be killed."""
+        drained = self.signal(signal.SIGTERM, drain_s)
         self.start()
-        self.wait_ok("/readyz" if ready else "/healthz")
+        self.wait_ok("/readyz")
+        return drained
+
+
+def stop_together(procs: Sequence[Process], drain_s: float) -> None:
+    """SIGTERM all at once, then wait for each; SIGKILL what has not exited in `drain_s`."""
+    running = [p.proc for p in procs if p.proc is not None and p.proc.poll() is None]
+    for p in procs:
+        p.proc = None
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + drain_s
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def log_kinds(path: Path) -> dict[str, int]:

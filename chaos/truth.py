@@ -58,11 +58,6 @@ class Truth:
     balance: Decimal
     pending: dict[int, int] = field(default_factory=dict)  # order -> reserved at (ms)
 
-    def by_client(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = defaultdict(list)
-        for oid, rec in sorted(self.records.items()):
-            out[rec.client].append(oid)
-        return dict(out)
 
 
 def sync_redis(url: str) -> Any:
@@ -86,6 +81,19 @@ def read_records(r: Any, first_id: int) -> dict[int, OrderRecord]:
             if raw is not None:
                 records[oid] = _decode(raw)
     return records
+
+
+def record_ids(url: str, first_id: int) -> dict[str, list[int]]:
+    """Every order id that has a record, by client."""
+    r = sync_redis(url)
+    try:
+        records = read_records(r, first_id)
+    finally:
+        r.close()
+    out: dict[str, list[int]] = defaultdict(list)
+    for oid, rec in sorted(records.items()):
+        out[rec.client].append(oid)
+    return dict(out)
 
 
 def read_ledger(r: Any, client: str) -> tuple[list[LedgerEntry], Decimal, dict[int, int]]:

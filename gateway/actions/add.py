@@ -12,7 +12,8 @@ Placing the order is `Dispatcher.place`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Mapping
 from decimal import Decimal
 
 import msgspec
@@ -30,6 +31,7 @@ from gateway.state.clients import ClientRecord
 from gateway.state.orders import Orders
 from gateway.wire import ENCODER, OrderAnswer
 
+log = logging.getLogger("gateway.actions")
 _order_dec = msgspec.json.Decoder(OrderAnswer)
 # answers a retry may change: not kept for the Idempotency-Key
 _TEMPORARY = frozenset({UNAVAILABLE, FUNDS})
@@ -81,16 +83,16 @@ class Add:
                 answer = await self._place(client, view, order, order_id)
             except ClientError as exc:
                 if replay_errors and exc.message not in _TEMPORARY and exc.status_code < 500:
-                    await self._claims.finish(client.name, token, got, Answer(
-                        fingerprint, True, exc.status_code, exc.message.encode()), ttl)
+                    await _quietly(self._claims.finish(client.name, token, got, Answer(
+                        fingerprint, True, exc.status_code, exc.message.encode()), ttl))
                 else:
-                    await self._claims.release(client.name, token, got)
+                    await _quietly(self._claims.release(client.name, token, got))
                 raise
             except StoreUnavailable:  # nothing went out; if Redis is down, the lease lapses
-                await self._claims.release(client.name, token, got)
+                await _quietly(self._claims.release(client.name, token, got))
                 raise
-        await self._claims.finish(client.name, token, got, Answer(
-            fingerprint, True, 200, ENCODER.encode(answer)), ttl)
+        await _quietly(self._claims.finish(client.name, token, got, Answer(
+            fingerprint, True, 200, ENCODER.encode(answer)), ttl))
         return answer
 
     async def _after_lapse(self, client: ClientRecord, view: ServiceView, order: AddRequest,
@@ -137,3 +139,12 @@ class Add:
         if order_id is None:
             order_id = await self._orders.next_order_id()
         return await self._dispatcher.place(client, view, order, order_id)
+
+
+async def _quietly(bookkeeping: Awaitable[object]) -> None:
+    """Claim bookkeeping after the outcome is known never changes the answer: if Redis
+    cannot take it, the lease lapses and a retry answers from the order record."""
+    try:
+        await bookkeeping
+    except StoreUnavailable as exc:
+        log.warning("add: idempotency claim not updated", extra={"error": exc.message})

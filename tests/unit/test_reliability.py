@@ -105,6 +105,20 @@ async def test_placed_while_redis_goes_away_answers_the_order_and_replays_it(
         assert status.status == "Pending"  # type: ignore[union-attr]
 
 
+async def test_placed_with_an_idempotency_key_while_redis_goes_away_answers_the_order(
+        server: Server, tmp_path: Path, providers: dict[str, FakeProvider],
+        clock: ManualClock) -> None:
+    stop_redis_when_add_is_sent(providers["prov-a"], server)
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        answer = await s.act("add", **ADD, idempotency_key="k-7")
+        assert isinstance(answer, OrderAnswer)  # the claim could not be finished: no 503
+        server.restart()
+        await s.r.recovery.replay()
+        clock.advance(s.r.claims.lease_s + 1)  # the claim was never finished: it lapses
+        assert await s.act("add", **ADD, idempotency_key="k-7") == answer
+        assert providers["prov-a"].calls["add"] == 1
+
+
 async def test_ambiguous_while_redis_goes_away_answers_not_confirmed(
         server: Server, tmp_path: Path, providers: dict[str, FakeProvider],
         clock: ManualClock) -> None:
