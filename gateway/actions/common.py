@@ -32,15 +32,17 @@ def id_or_text(text: str) -> int | str:
     return as_id(text) or text
 
 
-async def own_orders(orders: Orders, client: str,
-                     ids: Iterable[str]) -> dict[str, tuple[int, OrderRecord]]:
-    """Sent id -> (order id, record) for the ids that are this client's placed orders."""
+async def own_orders(orders: Orders, client: str, ids: Iterable[str],
+                     states: tuple[str, ...] = ("placed",),
+                     ) -> dict[str, tuple[int, OrderRecord]]:
+    """Sent id -> (order id, record) for the ids that are this client's orders in
+    one of `states` (placed, unless told otherwise)."""
     numeric = {text: as_id(text) for text in ids}
     records = await orders.get_orders(i for i in numeric.values() if i is not None)
     out: dict[str, tuple[int, OrderRecord]] = {}
     for text, oid in numeric.items():
         rec = records.get(oid) if oid is not None else None
         if oid is not None and rec is not None and rec.client == client \
-                and rec.state == "placed":
+                and rec.state in states:
             out[text] = (oid, rec)
     return out

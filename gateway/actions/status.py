@@ -51,7 +51,9 @@ class Status:
     async def __call__(self, client: ClientRecord, fields: Mapping[str, str],
                        ) -> StatusAnswer | dict[str, StatusAnswer | ErrorAnswer]:
         ids, multi = ids_of(fields, "order", "orders")
-        found = await own_orders(self._orders, client.name, ids)
+        # `dispatching`: an order answered while Redis was away is in the journal of
+        # the replica that placed it for a moment; until replayed it is Pending
+        found = await own_orders(self._orders, client.name, ids, ("placed", "dispatching"))
         await self._refresh(found)
         if not multi:
             if ids[0] not in found:

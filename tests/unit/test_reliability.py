@@ -95,6 +95,8 @@ async def test_placed_while_redis_goes_away_answers_the_order_and_replays_it(
         server.restart()
         before = (await s.r.orders.get_orders([oid]))[oid]
         assert before.state == "dispatching"  # written before the add was sent
+        early = await s.act("status", order=oid)  # the id the client was given is known
+        assert early.status == "Pending"  # type: ignore[union-attr]
         assert await s.r.recovery.replay() == 1
         after = (await s.r.orders.get_orders([oid]))[oid]
         assert (after.state, after.upstream_id) == ("placed", providers["prov-a"].last_order)
