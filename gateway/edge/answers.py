@@ -64,9 +64,12 @@ class Outage:
         self._checked = time.monotonic()
         try:
             await ping(redis)
-        except StoreUnavailable:
+        except Exception:  # still away (or a client in trouble): never changes the answer
             return
-        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - self.since, 3),
+        since = self.since
+        if since is None:  # a request that asked at the same time ended it
+            return
+        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - since, 3),
                                             "refused_requests": self.refused})
         self.since, self.refused = None, 0
 

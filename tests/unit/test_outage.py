@@ -100,3 +100,26 @@ async def test_outage_is_logged_once_while_some_answers_come_from_memory(
         server.restart()
     assert answers == [200, 503] * 5
     assert (back, down) == (0, 1)
+
+
+async def test_requests_that_end_an_outage_at_once_log_it_once(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from gateway.edge.answers import Outage
+    from gateway.errors import StoreUnavailable
+    from gateway.state.connect import connect
+
+    caplog.set_level(logging.INFO)
+    outage = Outage()
+    outage.failed(StoreUnavailable("redis: gone"))
+    redis = connect(server.url)
+    try:  # both see the outage, both ask Redis, one ends it: no error for the other
+        first = asyncio.ensure_future(outage.succeeded(redis))
+        await asyncio.sleep(0)  # the first is asking Redis...
+        outage.failed(StoreUnavailable("redis: gone"))  # ...another request fails...
+        await asyncio.gather(first, outage.succeeded(redis))  # ...and a third asks too
+    finally:
+        await redis.aclose()
+    assert outage.since is None
+    assert len(messages(caplog, BACK)) == 1
