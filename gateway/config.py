@@ -57,6 +57,7 @@ class GatewaySettings(_Config, kw_only=True):
     trusted_proxies: list[str] = []
     header_timeout_s: float = 10.0  # a client must send its request head within this
     body_timeout_s: float = 30.0  # ... and its whole body within this
+    access_log: bool = True  # one JSON line per API request on the `gateway.access` logger
     # an Idempotency-Key holder's lease (renewed while it works); at least twice the
     # slowest provider timeout
     idempotency_lease_s: float = 30.0

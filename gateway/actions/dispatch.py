@@ -32,7 +32,7 @@ from collections.abc import Coroutine, Mapping
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from gateway import money
+from gateway import metrics, money
 from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import ClientError, ProviderError, Rejected, StoreUnavailable, Unreachable
@@ -111,6 +111,7 @@ class Dispatcher:
                           "probe": str(verdict.probe)})
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
+                metrics.order_placed(record)
                 await self._store(order_id, record)
                 log.info("add", extra={"order": order_id, "service": view.id, "tried": tried})
                 return OrderAnswer(order=order_id)

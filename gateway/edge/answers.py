@@ -21,6 +21,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 
+from gateway import metrics
 from gateway.errors import ClientError, StoreUnavailable
 from gateway.state.connect import AnyRedis, ping
 from gateway.wire import ENCODER, ErrorAnswer
@@ -96,6 +97,7 @@ def _client_error(request: Request[Any, Any, Any], exc: ClientError) -> Response
 def _store_unavailable(request: Request[Any, Any, Any],
                        exc: StoreUnavailable) -> Response[bytes]:
     request.app.state.outage.failed(exc)
+    metrics.redis_error()
     return error(request, TEMPORARY, StoreUnavailable.status_code)
 
 

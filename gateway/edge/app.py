@@ -20,7 +20,7 @@ from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
 from gateway.edge.peers import parse_networks
-from gateway.edge.probes import healthz, readyz
+from gateway.edge.probes import healthz, lifecycle, livez, readyz, scrape
 from gateway.edge.timeouts import ReadTimeouts
 from gateway.wiring import TransportFactory, open_resources
 
@@ -43,8 +43,8 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
             yield
 
     app = Litestar(
-        route_handlers=[api_v2, api_v2_get, healthz, readyz],
-        lifespan=[lifespan],
+        route_handlers=[api_v2, api_v2_get, livez, healthz, readyz, scrape],
+        lifespan=[lifespan, lifecycle],  # lifecycle is left first: readyz says 503 at once
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,
         openapi_config=None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 ENV_CONFIG = "SMM_GATEWAY_CONFIG"
 ENV_DATA = "SMM_GATEWAY_DATA"
 ENV_REDIS = "REDIS_URL"
+ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client in each worker
 DEFAULT_CONFIG = "providers.yaml"
 DEFAULT_DATA = "./data"
 DEMO_DATA = "./data/demo"
@@ -110,6 +112,40 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@contextmanager
+def metrics_dir(data_dir: str, workers: int) -> Iterator[None]:
+    """Several workers: prometheus-client's multiprocess mode, its files in
+    `<data-dir>/metrics/<this pid>` (one per serve: serves sharing a data dir never
+    mix), made empty, removed at exit; those of serves that are gone are removed."""
+    os.environ.pop(ENV_METRICS, None)
+    if workers <= 1:
+        yield
+        return
+    root = Path(data_dir) / "metrics"
+    for old in root.glob("*"):
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = root / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir(parents=True, mode=0o700)
+    os.environ[ENV_METRICS] = str(mine.resolve())
+    try:
+        yield
+    finally:
+        os.environ.pop(ENV_METRICS, None)
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    return True
+
+
 def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> None:
     import uvicorn
 
@@ -124,11 +160,12 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> Non
         print(f"smm-gateway listening on http://{host}:{port}/api/v2 "
               f"({len(settings.providers)} providers, {len(settings.services)} services)",
               flush=True)
-        uvicorn.run("gateway.ops.cli:app_factory", factory=True, host=host, port=port,
-                    workers=workers if workers > 1 else None, loop="uvloop",
-                    http=TimedHttpToolsProtocol, lifespan="on", access_log=False, log_config=None,
-                    proxy_headers=False, server_header=False,
-                    timeout_graceful_shutdown=10)
+        with metrics_dir(data_dir, workers):
+            uvicorn.run("gateway.ops.cli:app_factory", factory=True, host=host, port=port,
+                        workers=workers if workers > 1 else None, loop="uvloop",
+                        http=TimedHttpToolsProtocol, lifespan="on", access_log=False,
+                        log_config=None, proxy_headers=False, server_header=False,
+                        timeout_graceful_shutdown=10)
 
 
 def check_config(path: str) -> int:

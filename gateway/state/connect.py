@@ -2,21 +2,25 @@
 
 `connect(url)` opens a standalone client (a blocking pool: a burst of requests
 waits for a connection instead of failing) or, for `redis+cluster://`, a Redis
-Cluster client. Every class of `gateway.state` is decorated with
-`maps_redis_errors`, so a `RedisError` (connection refused, timeout, error reply)
-leaves this package as `StoreUnavailable` and nothing above it imports redis.
+Cluster client made to behave the same way (`BoundedCluster`). Every class of
+`gateway.state` is decorated with `maps_redis_errors`, so a `RedisError`
+(connection refused, timeout, error reply) leaves this package as
+`StoreUnavailable` and nothing above it imports redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError, RedisError
+from redis.typing import EncodableT
 
 from gateway.errors import StoreUnavailable
 
@@ -34,11 +38,75 @@ C = TypeVar("C", bound=type)
 def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
     """A client for `url`; `redis+cluster://host:port` opens a Redis Cluster client."""
     if url.startswith(CLUSTER_SCHEME):
-        return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):],
-                                     max_connections=pool_size)
+        cluster = BoundedCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):],
+                                          max_connections=pool_size)
+        assert isinstance(cluster, BoundedCluster)
+        cluster.gate = asyncio.Semaphore(pool_size)
+        return cluster
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=POOL_WAIT_S)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
+
+
+_holding: ContextVar[bool] = ContextVar("holding_a_cluster_slot", default=False)
+
+
+class BoundedCluster(RedisCluster):
+    """redis-py's async RedisCluster, made to fail like the standalone client.
+
+    - At most `pool_size` commands and pipelines are in flight at once; the rest
+      wait (up to POOL_WAIT_S), as on the standalone client's blocking pool.
+      redis-py's cluster nodes raise MaxConnectionsError at once instead, and a
+      pipeline that meets it, or any connection error (a failover), closes every
+      connection of the client: those of other requests in flight too.
+    - A command whose connection was closed under it that way fails inside
+      redis-py with AttributeError or RuntimeError, not a RedisError; here it is
+      a ConnectionError, so it leaves `gateway.state` as StoreUnavailable (a write
+      after an upstream add must reach the journal, not escape as a crash).
+    """
+
+    gate: asyncio.Semaphore
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        return await self.bounded(functools.partial(super().execute_command, *args, **kwargs))
+
+    def pipeline(self, transaction: Any | None = None,
+                 shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # which refuses it
+        # (redis-py's typing protocol wants an attribute ClusterPipeline never sets)
+        return _BoundedPipeline(self, transaction)  # type: ignore[abstract]
+
+    async def bounded(self, run: Callable[[], Awaitable[R]]) -> R:
+        if _holding.get():  # a pipeline's redirected command: already counted
+            return await _closed_under(run)
+        try:
+            async with asyncio.timeout(POOL_WAIT_S):
+                await self.gate.acquire()
+        except TimeoutError:
+            raise ConnectionError(f"no Redis connection free in {POOL_WAIT_S} s") from None
+        token = _holding.set(True)
+        try:
+            return await _closed_under(run)
+        finally:
+            _holding.reset(token)
+            self.gate.release()
+
+
+class _BoundedPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        client = self.cluster_client
+        assert isinstance(client, BoundedCluster)
+        return await client.bounded(
+            functools.partial(super().execute, raise_on_error, allow_redirections))
+
+
+async def _closed_under(run: Callable[[], Awaitable[R]]) -> R:
+    try:
+        return await run()
+    except (AttributeError, RuntimeError) as exc:  # its connection was closed under it
+        raise ConnectionError(f"connection closed during the command: {exc!r}") from exc
 
 
 def text(value: bytes | str) -> str:

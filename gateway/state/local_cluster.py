@@ -1,12 +1,11 @@
 """A Redis Cluster on loopback, for tests and local trials (`redis+cluster://`).
 
 Starts `masters * (1 + replicas)` redis-server processes from the binary the
-embedded Redis uses, each with append-only persistence in its own directory, and
-joins them with CLUSTER MEET / ADDSLOTS / REPLICATE from Python (no redis-cli).
-A small `cluster-node-timeout` makes a failover take about two seconds.
-
-Redis 6.2 keeps a master out of `cluster_state:ok` for 2 s after it starts, so
-`start()` takes a little over that.
+embedded Redis uses (append-only, the same listpack settings, each node in its
+own directory) and joins them from Python with CLUSTER MEET / ADDSLOTS /
+REPLICATE: no redis-cli. A `cluster-node-timeout` of 1 s makes a failover take
+about two seconds. Redis 6.2 keeps a new master out of `cluster_state:ok` for
+2 s after it starts, so `start()` takes a little over that.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ BUS_OFFSET = 10000  # Redis 6 listens for the cluster bus on port + 10000
 TIMEOUT_S = 20.0
 STOP_S = 10.0
 POLL_S = 0.02
-_rng = random.SystemRandom()  # not the test's seeded `random`
+_rng = random.SystemRandom()  # not the tests' seeded `random`
 
 
 def _free(port: int) -> bool:
@@ -44,17 +43,26 @@ def _free(port: int) -> bool:
 
 
 def cluster_port() -> int:
-    """A port that is free, and whose cluster bus port (+10000) is free too."""
+    """A free port whose cluster bus port (+10000) is free too."""
     while True:
         port = _rng.randrange(15000, 30000)
         if _free(port) and _free(port + BUS_OFFSET):
             return port
 
 
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Redis Cluster: timed out waiting for {what}")
+        time.sleep(POLL_S)
+
+
 @dataclass
 class _Node:
     index: int
     dir: Path
+    node_timeout_ms: int
     port: int = 0
     id: str = ""
     proc: subprocess.Popen[bytes] | None = None
@@ -81,32 +89,71 @@ class _Node:
             self.conn.close()
             self.conn = None
 
+    def launch(self, fresh: bool) -> None:
+        """Start redis-server; `fresh`: on new ports (else the node's own, to rejoin)."""
+        if fresh:
+            self.port = cluster_port()
+        self.drop()
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
+                "--daemonize", "no", "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",  # a replica may always take over
+                # order buckets (128 records of ~140 bytes) stay compact listpacks
+                "--hash-max-ziplist-value", "256", "--hash-max-ziplist-entries", "256"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, umask=0o077)
+
+    def ready(self, fresh: bool) -> None:
+        """Until it answers PING. A fresh node that exits (a port taken meanwhile, by
+        another test worker) is started again on other ports."""
+        deadline, tries = time.monotonic() + TIMEOUT_S, 0
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                tries += 1
+                if not fresh or tries > 5:
+                    log = self.dir / "redis.log"
+                    tail = log.read_text()[-500:] if log.exists() else ""
+                    raise RuntimeError(f"cluster node {self.index} exited: {tail}")
+                self.launch(fresh)
+            else:
+                try:
+                    if self.client().ping():
+                        return
+                except redis.ConnectionError:
+                    self.drop()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis Cluster: node {self.index} did not start")
+            time.sleep(POLL_S)
+
 
 class LocalCluster:
-    """`with LocalCluster(dir) as c: url = c.url` -- or `start()` / `stop()`."""
+    """`with LocalCluster(dir) as c:` use `c.url`; or `start()` (the URL) and `stop()`.
+
+    The URL names node 0: once node 0 is killed, clients that already know the
+    cluster go on, new ones need it back (`restart_node(0)`)."""
 
     def __init__(self, data_dir: str | Path, masters: int = 3, replicas: int = 1,
                  node_timeout_ms: int = 1000) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.masters, self.replicas = masters, replicas
-        self.node_timeout_ms = node_timeout_ms
-        self.nodes = [_Node(i, self.data_dir / f"node-{i}")
+        self.masters = masters
+        self.nodes = [_Node(i, self.data_dir / f"node-{i}", node_timeout_ms)
                       for i in range(masters * (1 + replicas))]
         self.url = ""
-        self.killed: list[int] = []
-
-    # --- lifecycle -----------------------------------------------------------
 
     def start(self) -> str:
-        """A fresh cluster (node dirs are emptied): its URL once every node says ok."""
+        """A new cluster (node directories are emptied); its URL once `healthy()`."""
         private_dir(self.data_dir)
         try:
             for node in self.nodes:
                 shutil.rmtree(node.dir, ignore_errors=True)
                 private_dir(node.dir)
-                self._launch(node, fresh=True)
+                node.launch(fresh=True)
             for node in self.nodes:
-                self._ready(node, fresh=True)
+                node.ready(fresh=True)
                 node.id = node.call("CLUSTER", "MYID")
             first = self.nodes[0]
             for node in self.nodes[1:]:
@@ -117,7 +164,7 @@ class LocalCluster:
                 node.call("CLUSTER", "ADDSLOTS", *range(i * per, end))
             for node in self.nodes[self.masters:]:
                 master = self.nodes[node.index % self.masters]
-                self._wait(functools.partial(node.knows, master.id),
+                wait_until(functools.partial(node.knows, master.id),
                            f"node {node.index} to meet node {master.index}")
                 node.call("CLUSTER", "REPLICATE", master.id)
             self.wait_healthy()
@@ -128,7 +175,7 @@ class LocalCluster:
         return self.url
 
     def stop(self) -> None:
-        """SIGTERM every node, again while it refuses (Redis 6.2 will not exit while it
+        """SIGTERM every node, again while it refuses (Redis 6.2 does not exit while it
         writes its first append-only file after a sync); SIGKILL after STOP_S."""
         procs = []
         for node in self.nodes:
@@ -151,50 +198,47 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # --- failures ------------------------------------------------------------
-
     def master_nodes(self) -> list[int]:
         """Indexes of the live nodes that are masters now."""
         return [n.index for n in self.nodes
                 if n.alive and n.client().info("replication")["role"] == "master"]
 
-    def kill_master(self, index: int = 1) -> int:
-        """SIGKILL the `index`-th live master (by node index); the killed node's index."""
-        node = self.nodes[self.master_nodes()[index]]
-        assert node.proc is not None
+    def flushall(self) -> None:
+        """Empty every master (the replicas follow)."""
+        for index in self.master_nodes():
+            self.nodes[index].call("FLUSHALL")
+
+    def kill_master(self, index: int) -> None:
+        """SIGKILL node `index`, a master now: no shutdown, no last append-only write."""
+        node = self.nodes[index]
+        if index not in self.master_nodes() or node.proc is None:
+            raise ValueError(f"cluster node {index} is not a live master")
         node.drop()
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait()
-        self.killed.append(node.index)
-        return node.index
 
     def wait_failover(self, timeout_s: float = TIMEOUT_S) -> float:
-        """Until a replica took over every slot of the killed masters and every live
-        node says ok; the seconds it took."""
+        """Until replicas serve the killed masters' slots (`healthy()`); the seconds."""
         began = time.monotonic()
         self.wait_healthy(timeout_s)
         return time.monotonic() - began
 
     def restart_node(self, index: int) -> None:
-        """Start a stopped or killed node again (same port, same data): it rejoins,
-        as a replica when its slots were taken over meanwhile."""
+        """Start a killed node again (same port, same data): it rejoins, as a replica
+        when a failover gave its slots away; returns once the cluster is healthy."""
         node = self.nodes[index]
-        if node.alive:
-            return
-        self._launch(node, fresh=False)
-        self._ready(node, fresh=False)
-        if index in self.killed:
-            self.killed.remove(index)
+        if not node.alive:
+            node.launch(fresh=False)
+            node.ready(fresh=False)
         self.wait_healthy()
 
-    # --- health ----------------------------------------------------------------
-
     def wait_healthy(self, timeout_s: float = TIMEOUT_S) -> None:
-        self._wait(self.healthy, "cluster_state:ok on every node", timeout_s)
+        wait_until(self.healthy, "cluster_state:ok on every node", timeout_s)
 
     def healthy(self) -> bool:
-        """Every live node says ok, sees every live node as well, sees the slots served
-        by `masters` live masters only; every live replica's link is up."""
+        """Every live node says cluster_state:ok, flags no live node as failing, and
+        sees every slot served by `masters` live masters; every live replica's link
+        is up and synced."""
         live = {n.id for n in self.nodes if n.alive}
         try:
             for node in self.nodes:
@@ -205,12 +249,11 @@ class LocalCluster:
                 owners = set()
                 for line in node.call("CLUSTER", "NODES").splitlines():
                     parts = line.split()
-                    node_id, flags = parts[0], parts[2].split(",")
-                    if node_id in live and ({"fail", "fail?", "handshake", "noaddr"}
-                                            & set(flags)):
+                    flags = set(parts[2].split(","))
+                    if parts[0] in live and flags & {"fail", "fail?", "handshake", "noaddr"}:
                         return False
-                    if "master" in flags and len(parts) > 8:
-                        owners.add(node_id)
+                    if "master" in flags and len(parts) > 8:  # it serves slots
+                        owners.add(parts[0])
                 if len(owners) != self.masters or not owners <= live:
                     return False
                 info = node.client().info("replication")
@@ -220,65 +263,3 @@ class LocalCluster:
         except redis.RedisError:
             return False
         return True
-
-    # --- helpers ---------------------------------------------------------------
-
-    def _launch(self, node: _Node, fresh: bool) -> None:
-        if fresh:
-            node.port = cluster_port()
-        node.drop()
-        node.proc = subprocess.Popen(self._args(node), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     umask=0o077)
-
-    def _ready(self, node: _Node, fresh: bool) -> None:
-        """Until `node` answers PING; a fresh node whose port was taken meanwhile (it
-        exits at once) is started again on other ports."""
-        deadline, tries = time.monotonic() + TIMEOUT_S, 0
-        while True:
-            assert node.proc is not None
-            if node.proc.poll() is not None:
-                tries += 1
-                if not fresh or tries > 5:
-                    log = node.dir / "redis.log"
-                    tail = log.read_text()[-500:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server (cluster node {node.index}) exited: "
-                                       f"{tail}")
-                self._launch(node, fresh)
-            else:
-                try:
-                    if node.client().ping():
-                        return
-                except redis.ConnectionError:
-                    node.drop()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis Cluster: node {node.index} did not start")
-            time.sleep(POLL_S)
-
-    def _args(self, node: _Node) -> list[str]:
-        return [
-            redis_binary(),
-            "--port", str(node.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(node.dir),
-            "--logfile", str(node.dir / "redis.log"),
-            "--daemonize", "no",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", str(self.node_timeout_ms),
-            "--cluster-replica-validity-factor", "0",  # a replica may always take over
-            # order buckets (128 records of ~140 bytes) stay compact listpacks
-            "--hash-max-ziplist-value", "256",
-            "--hash-max-ziplist-entries", "256",
-        ]
-
-    @staticmethod
-    def _wait(check: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis Cluster: timed out waiting for {what}")
-            time.sleep(POLL_S)

@@ -98,6 +98,10 @@ class Orders:
         """Records of the given ids that exist, in one round trip."""
         return await self._get_records(ids, keys.order_bucket, _order_dec)
 
+    async def count_unknown(self) -> int:
+        """How many orders `unknown_orders` would list (one SCARD)."""
+        return int(await self.redis.scard(keys.UNKNOWN_ORDERS))
+
     async def unknown_orders(self) -> dict[int, OrderRecord]:
         ids = sorted(int(i) for i in await self.redis.smembers(keys.UNKNOWN_ORDERS))
         return await self.get_orders(ids)

@@ -25,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from gateway import metrics
 from gateway.config import ProviderSettings
 from gateway.errors import Ambiguous, BadAnswer, Rejected, Unavailable, Unreachable
 from gateway.models import ItemError, UpstreamService, UpstreamStatus
@@ -83,8 +84,9 @@ class ProviderClient:
     async def _once(self, fields: dict[str, str]) -> Any:
         body = urlencode({"key": self._key, **fields}).encode()
         async with self._gate:
-            raw = await self._transport.post_form(body)
-        return dialect.decode(raw.status, raw.body, raw.headers)
+            with metrics.upstream(self.name, fields["action"]):
+                raw = await self._transport.post_form(body)
+                return dialect.decode(raw.status, raw.body, raw.headers)
 
     async def _read(self, fields: dict[str, str]) -> Any:
         try:  # the common case pays for no retry machinery
