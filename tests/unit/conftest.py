@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from restartable import Server
 
 from gateway.actions import Actions
 from gateway.clock import ManualClock
@@ -84,3 +85,13 @@ async def state(anyio_backend: str, request: pytest.FixtureRequest, redis_url: s
             yield State(r, actions, clock, providers)
         finally:
             await actions.aclose()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """An embedded redis-server of this test's own, to stop and restart."""
+    s = Server(tmp_path / "redis")
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -7,8 +7,6 @@ Each test runs its own embedded redis-server, so it can stop and restart it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,15 +22,6 @@ pytestmark = pytest.mark.anyio
 TEMPORARY = b'{"error":"Temporary error, try again later"}'
 DOWN = "redis unavailable"
 BACK = "redis is back"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "redis")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:

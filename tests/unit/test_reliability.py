@@ -12,7 +12,7 @@ Each outage test runs its own embedded redis-server, so it can stop it mid-add.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -37,15 +37,6 @@ from upstream import FakeProvider, HttpStatus, Reject, transport_for
 pytestmark = pytest.mark.anyio
 
 ADD = {"service": 1, "link": "https://t.co/x", "quantity": 100}
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "redis")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @asynccontextmanager
