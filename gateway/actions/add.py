@@ -73,7 +73,7 @@ class Add:
         order_id = await self._orders.next_order_id()
         got = await self._claims.claim(client.name, token, fingerprint, ttl, order_id)
         while isinstance(got, Lapsed):
-            got = await self._after_lapse(client, view, order, token, got, order_id)
+            got = await self._after_lapse(client, view, order, token, ttl, got, order_id)
         if isinstance(got, Answer):
             if got.status != 200:
                 raise ClientError.with_status(got.body.decode(), got.status)
@@ -96,7 +96,8 @@ class Add:
         return answer
 
     async def _after_lapse(self, client: ClientRecord, view: ServiceView, order: AddRequest,
-                           token: str, lapsed: Lapsed, order_id: int) -> Owned | Answer | Lapsed:
+                           token: str, ttl: float, lapsed: Lapsed,
+                           order_id: int) -> Owned | Answer | Lapsed:
         """The owner of this token died without answering: answer from the order it
         was placing, or take the claim over when that order never went out."""
         fingerprint = order.fingerprint()
@@ -112,13 +113,11 @@ class Add:
             raise ClientError(NOT_CONFIRMED)
         owned = await self._claims.take_over(client.name, token, lapsed, fingerprint, order_id)
         if owned is None:  # another retry was first: wait for its answer
-            return await self._claims.claim(client.name, token, fingerprint,
-                                            float(IDEMPOTENCY_TTL_S), order_id)
+            return await self._claims.claim(client.name, token, fingerprint, ttl, order_id)
         if rec is not None and rec.state == "placed" and lapsed.order is not None:
             answer = Answer(fingerprint, True, 200,
                             ENCODER.encode(OrderAnswer(order=lapsed.order)))
-            await self._claims.finish(client.name, token, owned, answer,
-                                      float(IDEMPOTENCY_TTL_S))
+            await self._claims.finish(client.name, token, owned, answer, ttl)
             return answer
         return owned
 
