@@ -61,6 +61,8 @@ class GatewaySettings(_Config, kw_only=True):
     # an Idempotency-Key holder's lease (renewed while it works); at least twice the
     # slowest provider timeout
     idempotency_lease_s: float = 30.0
+    # the operator dashboard at /admin/ and its API at /admin/api/: off (404) when unset
+    admin_key: str | None = None
 
 
 class ClientSettings(_Config, kw_only=True):
@@ -117,8 +119,20 @@ class ServiceSettings(_Config, kw_only=True):
     upstreams: list[UpstreamRef]
 
 
+class AlertSettings(_Config, kw_only=True):
+    """Operator alerts (`gateway.alerts`): JSON POSTed to each webhook, once across replicas."""
+
+    webhooks: list[str] = []  # http(s) URLs; `${VAR}` keeps a webhook's token out of the file
+    # provider -> alert when its balance (in the provider's own currency) is below this
+    balance_below: dict[str, Decimal] = {}
+    repeat_s: float = 21600.0  # a lasting condition (low balance, held rate) is re-sent this often
+    timeout_s: float = 10.0  # one POST
+    attempts: int = 5  # POSTs per webhook and alert, with exponential backoff between them
+
+
 class Settings(_Config, kw_only=True):
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
     clients: list[ClientSettings] = []
     providers: list[ProviderSettings] = []
     services: list[ServiceSettings] = []

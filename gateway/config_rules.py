@@ -14,6 +14,7 @@ import re
 import typing
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -212,11 +213,18 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
                      f"{ref.service_id} is listed twice")
 
 
+ADMIN_KEY_MIN = 16
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
              "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
              "idempotency_lease_s")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
                  "breaker_cooldown_s")
+
+
+def _check_admin_key(key: str | None, fail: Report) -> None:
+    if key is not None and len(key.strip()) < ADMIN_KEY_MIN:
+        fail(["gateway", "admin_key"], f"admin_key must be at least {ADMIN_KEY_MIN} characters "
+             "(it opens the operator dashboard); leave it out to keep /admin/ off")
 
 
 def _check_gateway(s: Settings, fail: Report, broken: set[str]) -> None:
@@ -243,6 +251,7 @@ def _check_gateway(s: Settings, fail: Report, broken: set[str]) -> None:
     for currency, rate in g.rates.items():
         if not rate > 0:
             fail(["gateway", "rates", currency], f"the rate of {currency} must be > 0")
+    _check_admin_key(g.admin_key, fail)
     for j, proxy in enumerate(g.trusted_proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)
@@ -269,7 +278,34 @@ def _check_mirror(s: Settings, fail: Report, broken: set[str]) -> None:
              "mirror_id_start must be above every configured service id")
 
 
-_CHECKS = (_check_gateway, _check_providers, _check_clients, _check_services, _check_mirror)
+def _check_alerts(s: Settings, fail: Report, broken: set[str]) -> None:
+    a = s.alerts
+    for j, url in enumerate(a.webhooks):
+        try:
+            parts = urlsplit(url)
+            good = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            good = False
+        if not good:
+            # the URL itself is not echoed: a webhook's path is often its secret
+            fail(["alerts", "webhooks", j], "a webhook must be an http:// or https:// URL "
+                 "with a host")
+    names = {p.name for p in s.providers}
+    for name, amount in a.balance_below.items():
+        if name not in names and "providers" not in broken:
+            fail(["alerts", "balance_below", name], f"unknown provider {name!r} (providers: "
+                 f"{', '.join(sorted(names)) or 'none'})")
+        if not amount >= 0:
+            fail(["alerts", "balance_below", name], "a balance threshold must be >= 0")
+    for name in ("repeat_s", "timeout_s"):
+        if not getattr(a, name) > 0:
+            fail(["alerts", name], f"{name} must be > 0")
+    if a.attempts < 1:
+        fail(["alerts", "attempts"], "attempts must be >= 1")
+
+
+_CHECKS = (_check_gateway, _check_providers, _check_clients, _check_services, _check_mirror,
+           _check_alerts)
 
 
 def check_rules(s: Settings, report: Report, broken: set[str]) -> None:

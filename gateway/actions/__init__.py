@@ -29,7 +29,8 @@ class Actions:
         g = r.settings.gateway
         fanout = FanOut(r.providers, r.breakers)
         self.dispatcher = Dispatcher(r.orders, r.ledger, r.breakers, r.balances,
-                                     r.providers, r.recovery.journal, g.currency, r.clock)
+                                     r.providers, r.recovery.journal, g.currency, r.clock,
+                                     events=r.events)
         self.table: dict[str, Action] = {
             "services": Services(r.catalog),
             "add": Add(r.catalog, r.claims, r.orders, self.dispatcher),

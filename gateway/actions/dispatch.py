@@ -19,7 +19,8 @@ nothing, or a charge and a record (or pending mark) that explains it:
 
 Only a definite rejection worth trying elsewhere, or a request that provably
 never left, moves on to the next candidate; anything ambiguous stops the loop
-and answers NOT_CONFIRMED. Every dispatch runs shielded from the request
+and answers NOT_CONFIRMED (and raises an `order_unknown` alert: an operator must
+resolve it). Every dispatch runs shielded from the request
 (`guarded`): a client that hangs up, or a shutdown, never cuts it in half;
 `aclose()` waits for the ones in flight.
 """
@@ -36,6 +37,7 @@ from gateway import metrics, money
 from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import ClientError, ProviderError, Rejected, StoreUnavailable, Unreachable
+from gateway.events import NOOP, Alert, Events
 from gateway.models import OrderRecord
 from gateway.routing import decide
 from gateway.routing.balances import Balances
@@ -48,6 +50,7 @@ from gateway.state.journal import Journal, JournalEntry
 from gateway.state.ledger import Ledger
 from gateway.state.orders import Orders
 from gateway.state.recovery import PENDING_GRACE_S
+from gateway.state.stats import Tally
 from gateway.upstream.classify import blame, is_funds, public_message
 from gateway.upstream.client import ProviderClient
 from gateway.wire import OrderAnswer
@@ -62,8 +65,10 @@ FUNDS = "Not enough funds on balance"
 class Dispatcher:
     def __init__(self, orders: Orders, ledger: Ledger, breakers: Breakers,
                  balances: Balances, providers: Mapping[str, ProviderClient],
-                 journal: Journal, currency: str, clock: Clock = SYSTEM) -> None:
+                 journal: Journal, currency: str, clock: Clock = SYSTEM,
+                 events: Events = NOOP) -> None:
         self._orders = orders
+        self._events = events
         self._ledger = ledger
         self._breakers = breakers
         self._balances = balances
@@ -112,12 +117,14 @@ class Dispatcher:
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
                 metrics.order_placed(record)
-                await self._store(order_id, record)
+                sent = sum(1 for t in tried if "probe" in t)
+                await self._store(order_id, record, self._tally("placed", fallback=sent > 1))
                 log.info("add", extra={"order": order_id, "service": view.id, "tried": tried})
                 return OrderAnswer(order=order_id)
             if kind == "unknown":
                 record.state = "unknown"
-                await self._store(order_id, record)
+                await self._store(order_id, record, self._tally("unknown"))
+                self._events.emit(unknown_alert(order_id, record, value))
                 log.error("add: ambiguous outcome, never re-sent", extra={
                     "order": order_id, "service": view.id, "tried": tried, "error": value})
                 raise ClientError(NOT_CONFIRMED)
@@ -158,7 +165,8 @@ class Dispatcher:
         """A definite failure: the record says so and the reservation goes back (once)."""
         record.state = "failed"
         try:
-            await self._orders.put_order(order_id, record, settles=True)
+            await self._orders.put_order(order_id, record, settles=True,
+                                         tally=self._tally("failed"))
             await self._release(order_id, record, why)
         except StoreUnavailable:
             self._journal_or_log(order_id, record, why)
@@ -168,10 +176,15 @@ class Dispatcher:
             await self._ledger.credit(record.client, record.charge, "release", order_id,
                                       note=why, settle=True)
 
-    async def _store(self, order_id: int, record: OrderRecord) -> None:
-        """The outcome of a sent order, in Redis or else in the journal."""
+    def _tally(self, outcome: Literal["placed", "unknown", "failed"],
+               fallback: bool = False) -> Tally:
+        """The dashboard's counters of an outcome, written with its record."""
+        return Tally(outcome, self._clock.time(), fallback)
+
+    async def _store(self, order_id: int, record: OrderRecord, tally: Tally) -> None:
+        """The outcome of a sent order (and its counters), in Redis or else in the journal."""
         try:
-            await self._orders.put_order(order_id, record, settles=True)
+            await self._orders.put_order(order_id, record, settles=True, tally=tally)
         except StoreUnavailable:
             try:
                 self._journal.append(JournalEntry(order_id, record))
@@ -247,3 +260,17 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
     logged by the dispatcher) is not reported again as "never retrieved"."""
     if not task.cancelled():
         task.exception()
+
+
+def unknown_alert(order_id: int, record: OrderRecord, error: str) -> Alert:
+    """An order whose upstream outcome is not known: never re-sent, money held."""
+    error = error[:200]  # an upstream HTML page says nothing more past this
+    return Alert(
+        kind="order_unknown", subject=str(order_id), once=f"order_unknown:{order_id}",
+        message=f"order {order_id}: {record.provider} may or may not have taken it ({error}); "
+                f"resolve with `smm-gateway orders resolve {order_id} --placed UPSTREAM_ID` "
+                f"or `--not-placed`",
+        details={"order": order_id, "client": record.client, "service": record.service,
+                 "provider": record.provider, "upstream_service": record.upstream_service,
+                 "quantity": record.quantity, "runs": record.runs,
+                 "charge": str(record.charge), "currency": record.currency, "error": error})

@@ -8,7 +8,8 @@ handler puts it on `request.state[ERROR_STATUS]`), else `gateway.error_status`.
 
 A Redis outage (`StoreUnavailable`) is logged once when it starts and once when
 Redis answers again (with how long it lasted and how many requests it refused),
-not as a traceback per request.
+not as a traceback per request, and raises one `redis_down` alert and one
+`redis_up` alert per outage, sent by this replica itself (`Alert.local`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from litestar.types import ExceptionHandlersMap
 
 from gateway import metrics
 from gateway.errors import ClientError, StoreUnavailable
+from gateway.events import NOOP, Alert, Events
 from gateway.state.connect import AnyRedis, ping
 from gateway.wire import ENCODER, ErrorAnswer
 
@@ -45,7 +47,8 @@ class Outage:
 
     CHECK_S = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, events: Events = NOOP) -> None:
+        self.events = events  # the lifespan sets the replica's alert sink once it is open
         self.since: float | None = None
         self.refused = 0  # requests answered 503 during the current outage
         self._checked = 0.0
@@ -57,6 +60,10 @@ class Outage:
             self.since = time.monotonic()
             log.error("redis unavailable: answering 503 until it is back",
                       extra={"error": str(exc)})
+            self.events.emit(Alert(
+                kind="redis_down", subject="redis", local=True,
+                message="Redis is unreachable: requests that need it are answered 503 "
+                        "until it is back", details={"error": str(exc)[:200]}))
 
     async def succeeded(self, redis: AnyRedis) -> None:
         """Called after a request succeeded; ends a known outage once Redis answers."""
@@ -70,8 +77,13 @@ class Outage:
         since = self.since
         if since is None:  # a request that asked at the same time ended it
             return
-        log.warning("redis is back", extra={"outage_s": round(time.monotonic() - since, 3),
+        outage_s = round(time.monotonic() - since, 3)
+        log.warning("redis is back", extra={"outage_s": outage_s,
                                             "refused_requests": self.refused})
+        self.events.emit(Alert(
+            kind="redis_up", subject="redis", local=True,
+            message=f"Redis is back after {outage_s:g} s ({self.refused} requests refused)",
+            details={"outage_s": outage_s, "refused_requests": self.refused}))
         self.since, self.refused = None, 0
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.actions import Actions
+from gateway.admin.mount import mount
 from gateway.clock import SYSTEM, Clock
 from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
-from gateway.edge.peers import parse_networks
+from gateway.edge.peers import client_address, parse_networks
 from gateway.edge.probes import healthz, lifecycle, livez, readyz, scrape
 from gateway.edge.timeouts import ReadTimeouts
 from gateway.wiring import TransportFactory, open_resources
@@ -40,10 +41,15 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
             stack.push_async_callback(actions.aclose)
             app.state.resources = resources
             app.state.actions = actions
+            app.state.outage.events = resources.events  # Redis outages are alerts too
             yield
 
+    admin = mount(settings.gateway.admin_key, client_address) if settings.gateway.admin_key \
+        else None  # /admin/ is served only with an admin key: otherwise 404 like any path
     app = Litestar(
-        route_handlers=[api_v2, api_v2_get, livez, healthz, readyz, scrape],
+        route_handlers=[api_v2, api_v2_get, livez, healthz, readyz, scrape,
+                        *([admin.router] if admin else [])],
+        template_config=admin.templates if admin else None,
         lifespan=[lifespan, lifecycle],  # lifecycle is left first: readyz says 503 at once
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,

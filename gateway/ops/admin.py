@@ -2,33 +2,23 @@
 
 Each function takes an open Redis client and returns the lines to print (or
 raises `AdminError`); `gateway.ops.cli` parses arguments and owns the connection.
+The changes themselves are `gateway.admin.operations`, shared with the dashboard.
 """
 
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from gateway.admin import operations as ops
+from gateway.admin.operations import AdminError as AdminError
+from gateway.admin.operations import amount as amount
 from gateway.money import wire
 from gateway.state.clients import ClientRecord, Directory, Mode
 from gateway.state.connect import AnyRedis
 from gateway.state.ledger import Ledger
 from gateway.state.orders import Orders
 from gateway.state.recovery import PENDING_GRACE_S
-
-
-class AdminError(Exception):
-    """A command that cannot be carried out; the message says why."""
-
-
-def amount(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise AdminError(f"not an amount: {text!r}") from None
-    if not value.is_finite():
-        raise AdminError(f"not an amount: {text!r}")
-    return value
 
 
 async def _client(directory: Directory, name: str) -> ClientRecord:
@@ -42,18 +32,12 @@ async def keys_create(redis: AnyRedis, name: str, mode: Mode, markup: Decimal | 
                       credit: Decimal | None, services: list[int] | None,
                       rate_limit: float | None, burst: int | None,
                       dup_window_s: float) -> list[str]:
-    directory = Directory(redis)
-    record = ClientRecord(name=name, key_digest="", mode=mode, markup=markup,
-                          services=services, rate_limit=rate_limit, burst=burst,
-                          dup_window_s=dup_window_s)
-    try:
-        key = await directory.create(record)
-    except ValueError as exc:
-        raise AdminError(str(exc)) from None
+    key = await ops.create_client(Directory(redis), Ledger(redis), ops.NewClient(
+        name=name, mode=mode, markup=markup, credit=credit, services=services,
+        rate_limit=rate_limit, burst=burst, dup_window_s=dup_window_s))
     lines = [f"client {name} created ({mode})", f"key: {key}",
              "the key is shown once; only its SHA-256 is stored"]
     if credit:
-        await Ledger(redis).credit(name, credit, "topup", note="initial credit")
         lines.insert(1, f"balance: {wire(credit)}")
     return lines
 
@@ -73,29 +57,16 @@ async def keys_list(redis: AnyRedis) -> list[str]:
 
 
 async def keys_set_active(redis: AnyRedis, name: str, active: bool) -> list[str]:
-    try:
-        await Directory(redis).set_active(name, active)
-    except KeyError:
-        raise AdminError(f"no client named {name!r}") from None
-    return [f"client {name} {'enabled' if active else 'disabled'}"]
+    return [await ops.set_active(Directory(redis), name, active)]
 
 
 async def keys_rotate(redis: AnyRedis, name: str) -> list[str]:
-    try:
-        key = await Directory(redis).rotate(name)
-    except KeyError:
-        raise AdminError(f"no client named {name!r}") from None
+    key = await ops.rotate(Directory(redis), name)
     return [f"new key: {key}", "the old key no longer works"]
 
 
 async def keys_topup(redis: AnyRedis, name: str, value: Decimal, note: str) -> list[str]:
-    record = await _client(Directory(redis), name)
-    if record.mode != "ledger":
-        raise AdminError(f"client {name!r} is not a ledger client")
-    kind = "topup" if value >= 0 else "adjust"
-    ledger = Ledger(redis)
-    await ledger.credit(name, value, kind, note=note)
-    return [f"{kind} {wire(value)}: balance {wire(await ledger.balance(name))}"]
+    return [await ops.topup(Directory(redis), Ledger(redis), name, value, note)]
 
 
 async def keys_history(redis: AnyRedis, name: str) -> list[str]:
@@ -141,16 +112,16 @@ async def _charge_drift(redis: AnyRedis, ledger: Ledger, client: str) -> list[st
     young = {p.order for p in await ledger.pending(client)
              if p.at_ms > (time.time() - PENDING_GRACE_S) * 1000}
     problems = []
-    for oid, amount in sorted(charges.items()):
+    for oid, charged in sorted(charges.items()):
         rec = found.get(oid)
         if rec is None:
             if oid not in young and oid not in settled:
-                problems.append(f"order {oid}: charge {wire(amount)} without an order record")
-        elif rec.charge != amount and rec.ledger:
-            problems.append(f"order {oid}: charge {wire(amount)}, "
+                problems.append(f"order {oid}: charge {wire(charged)} without an order record")
+        elif rec.charge != charged and rec.ledger:
+            problems.append(f"order {oid}: charge {wire(charged)}, "
                             f"its record says {wire(rec.charge)}")
         elif rec.state == "failed" and oid not in settled:
-            problems.append(f"order {oid}: failed, its charge {wire(amount)} not released")
+            problems.append(f"order {oid}: failed, its charge {wire(charged)} not released")
     return problems
 
 
@@ -171,21 +142,4 @@ async def orders_unknown(redis: AnyRedis) -> list[str]:
 
 async def orders_resolve(redis: AnyRedis, order_id: int, placed: str | None) -> list[str]:
     """Settle an order left `unknown`: it was placed upstream (as UPSTREAM_ID) or not."""
-    store = Orders(redis)
-    record = (await store.get_orders([order_id])).get(order_id)
-    if record is None:
-        raise AdminError(f"no order {order_id}")
-    if record.state not in ("unknown", "dispatching"):
-        raise AdminError(f"order {order_id} is {record.state}, not unknown")
-    if placed is not None:
-        record.state, record.upstream_id = "placed", placed
-        await store.put_order(order_id, record)
-        return [f"order {order_id} placed as {record.provider} order {placed}; "
-                "its status is tracked from now on"]
-    if record.ledger:
-        await Ledger(redis).credit(record.client, record.charge, "release", order_id,
-                                   note="resolved: not placed", settle=True)
-    record.state = "failed"
-    await store.put_order(order_id, record)
-    refunded = f"; {wire(record.charge)} back to {record.client}" if record.ledger else ""
-    return [f"order {order_id} marked not placed{refunded}"]
+    return [await ops.resolve_order(Orders(redis), Ledger(redis), order_id, placed)]

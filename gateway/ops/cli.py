@@ -244,12 +244,10 @@ def catalog_command(args: argparse.Namespace) -> int:
 
 
 async def _confirm(redis: AnyRedis, service_id: int) -> list[str]:
+    from gateway.admin.operations import confirm_rate
     from gateway.state.catalogs import Catalogs
 
-    if await Catalogs(redis).confirm_rate(service_id):
-        return [f"service {service_id}: the current rate will be advertised "
-                "(every replica within a few seconds)"]
-    return [f"service {service_id}: no rate on record; nothing to confirm"]
+    return [await confirm_rate(Catalogs(redis), service_id)]
 
 
 async def suggest(settings: Settings, first_id: int | None) -> int:

@@ -2,39 +2,17 @@
 
 `route` and `catalog show` open the same resources as a serving replica
 (`gateway.wiring`, without its background tasks) and ask the same candidate
-decision as `add` (`gateway.routing.decide`), without taking a breaker's probe.
+decision as `add` (`gateway.routing.decide`), without taking a breaker's probe:
+`gateway.admin.explain`, which the dashboard's Catalog page shows as a table.
 """
 
 from __future__ import annotations
 
 import time
 
+from gateway.admin.explain import unlisted, verdicts, why_absent
 from gateway.money import THOUSAND, wire
-from gateway.routing import decide
-from gateway.routing.views import ServiceView
 from gateway.wiring import Resources
-
-
-async def verdicts(r: Resources, view: ServiceView, quantity: int,
-                   runs: int | None) -> list[decide.Verdict]:
-    picked = decide.choices(view, quantity, runs, r.balances)
-    return [v async for v in decide.verdicts(picked, r.breakers, take=False)]
-
-
-NEVER_FETCHED = "list never fetched"
-NOT_LISTED = "not listed upstream"
-
-
-def _why_absent(ctx: Resources, provider: str) -> str:
-    """Why a configured candidate has no upstream service: the same words everywhere."""
-    return NOT_LISTED if ctx.catalog.fetched_at(provider) else NEVER_FETCHED
-
-
-def _unlisted(ctx: Resources, view: ServiceView) -> list[tuple[str, str, str]]:
-    """(provider, upstream service, why) of the configured candidates not in the view."""
-    listed = {(c.provider, c.upstream.service) for c in view.candidates}
-    return [(r.provider, r.service_id, _why_absent(ctx, r.provider))
-            for r in view.settings.upstreams if (r.provider, r.service_id) not in listed]
 
 
 async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None) -> list[str]:
@@ -44,7 +22,7 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
         if svc is None:
             return [f"service {service_id}: not in the catalog"]
         return [f"service {service_id} ({svc.name}): not offered now",
-                *(f"  {r.provider} #{r.service_id}: {_why_absent(ctx, r.provider)}"
+                *(f"  {r.provider} #{r.service_id}: {why_absent(ctx, r.provider)}"
                   for r in svc.upstreams)]
     currency = ctx.settings.gateway.currency
     lines = [f"service {view.id} ({view.settings.name}): {quantity}"
@@ -69,7 +47,7 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
             verdict = f"skipped: {choice.reason}"
         lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
                      f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
-    for provider, sid, why in _unlisted(ctx, view):
+    for provider, sid, why in unlisted(ctx, view):
         lines.append(f"  {provider} #{sid}: skipped: {why}")
     if not picked:
         lines.append("  no candidate can take it: the client gets "
@@ -101,11 +79,11 @@ async def show(ctx: Resources) -> list[str]:
             note = f"  ({ch.reason})" if ch.reason else ""
             lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
                          f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}")
-        for provider, sid, why in _unlisted(ctx, view):
+        for provider, sid, why in unlisted(ctx, view):
             lines.append(f"            {provider:<14} #{sid:<8} {why}")
     for svc in ctx.settings.services:
         if svc.id not in ctx.catalog.views:
             lines.append(f"{svc.id:>7}  {svc.name}  not offered: no candidate is listed upstream")
             lines += [f"            {r.provider:<14} #{r.service_id:<8} "
-                      f"{_why_absent(ctx, r.provider)}" for r in svc.upstreams]
+                      f"{why_absent(ctx, r.provider)}" for r in svc.upstreams]
     return lines

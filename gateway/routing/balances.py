@@ -3,6 +3,10 @@
 Routing skips a candidate whose provider's last known balance cannot pay for the
 order. One replica at a time refreshes a provider's balance (a lease in Redis);
 the others read what it stored. A failed refresh keeps the last known amount.
+
+A fetched balance under its `alerts.balance_below` threshold (in the provider's
+own currency) is an alert, re-sent every `alerts.repeat_s` while it stays low and
+at once after a top-up when it drops again.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from gateway.clock import SYSTEM, Clock
-from gateway.config import GatewaySettings
+from gateway.config import AlertSettings, GatewaySettings
 from gateway.errors import GatewayError, ProviderError
+from gateway.events import NOOP, Alert, Events
 from gateway.money import Converter
 from gateway.state import keys
 from gateway.state.balances import KnownBalances
@@ -31,8 +36,13 @@ LEASE_MS = 10_000
 class Balances:
     def __init__(self, store: KnownBalances, locks: Locks,
                  providers: Mapping[str, ProviderClient], settings: GatewaySettings,
-                 clock: Clock = SYSTEM, breakers: Breakers | None = None) -> None:
+                 clock: Clock = SYSTEM, breakers: Breakers | None = None, *,
+                 events: Events = NOOP, alerts: AlertSettings | None = None) -> None:
         self._store = store
+        self._events = events
+        alerts = alerts or AlertSettings()
+        self._below = dict(alerts.balance_below)  # provider -> threshold, its own currency
+        self._repeat_s = alerts.repeat_s
         self._breakers = breakers
         self._locks = locks
         self._providers = providers
@@ -69,7 +79,23 @@ class Balances:
         now = self._clock.time()
         await self._store.put(provider, str(amount), client.currency, now)
         self.known[provider] = (amount, now)
+        self._check_low(provider, amount, client.currency)
         return amount
+
+    def _check_low(self, provider: str, amount: Decimal, currency: str) -> None:
+        threshold = self._below.get(provider)
+        if threshold is None:
+            return
+        identity = f"balance_low:{provider}"
+        if amount >= threshold:
+            self._events.settle(identity)
+            return
+        self._events.emit(Alert(
+            kind="balance_low", subject=provider, once=identity, repeat_s=self._repeat_s,
+            message=f"{provider}: balance {amount} {currency} is below {threshold} {currency}; "
+                    f"orders it cannot pay for go elsewhere",
+            details={"provider": provider, "balance": str(amount), "threshold": str(threshold),
+                     "currency": currency}))
 
     async def load(self, provider: str) -> None:
         last = await self._store.get(provider)

@@ -8,6 +8,10 @@ fetched. Every replica keeps the lists in memory and a background task:
   shrinks the `services` answer (panels disable services that vanish).
 The request path reads only memory: the computed `ServiceView`s and the
 pre-encoded `services` answer, rebuilt whenever a list changes.
+
+Alerts (`gateway.events`): a service that vanished upstream, seen by every replica
+that takes in the list that lost it; a markup rate change held for confirmation.
+Both are raised by every replica and sent once (the alert's identity).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from decimal import Decimal
 from gateway.clock import SYSTEM, Clock
 from gateway.config import Settings
 from gateway.errors import ProviderError
+from gateway.events import NOOP, Events
 from gateway.models import CatalogEntry, Missing, UpstreamService
 from gateway.money import Converter
+from gateway.routing import catalog_alerts
 from gateway.routing.mirror import Mirrors
 from gateway.routing.views import ServiceView, build_view, etag, sources
 from gateway.state import keys
@@ -41,8 +47,10 @@ JITTER = 0.1  # a list comes due between 1x and 1.1x its TTL
 
 class Catalog:
     def __init__(self, settings: Settings, catalogs: Catalogs, locks: Locks,
-                 providers: Mapping[str, ProviderClient], clock: Clock = SYSTEM) -> None:
+                 providers: Mapping[str, ProviderClient], clock: Clock = SYSTEM,
+                 events: Events = NOOP) -> None:
         self._settings = settings
+        self._events = events
         self._g = settings.gateway
         self._store = catalogs
         self._locks = locks
@@ -91,6 +99,10 @@ class Catalog:
 
     def fetched_at(self, provider: str) -> float | None:
         return self._stamps.get(provider)
+
+    def listed(self, provider: str) -> int:
+        """How many services the provider's last list held (0: none known)."""
+        return len(self._lists.get(provider, {}))
 
     def never_fetched(self) -> list[str]:
         """Providers whose list no replica has ever stored."""
@@ -184,9 +196,14 @@ class Catalog:
         return True
 
     def _install(self, name: str, entry: CatalogEntry) -> None:
+        # the first list a process takes in is not news: only what vanished since
+        before = self._missing.get(name, {}) if name in self._stamps else None
         self._lists[name] = {s.service: s for s in entry.services}
         self._missing[name] = {m.service.service: m for m in entry.missing}
         self._stamps[name] = entry.fetched_at
+        for sid, m in self._missing[name].items():
+            if before is not None and sid not in before:
+                self._events.emit(catalog_alerts.vanished(self._settings, name, m))
 
     # --- building views ------------------------------------------------------
 
@@ -218,6 +235,7 @@ class Catalog:
             if self.held.get(sid) != (last, new):
                 log.warning("rate change held for confirmation", extra={
                     "service": sid, "advertised": str(last), "computed": str(new)})
+                self._events.emit(catalog_alerts.held(self._settings, sid, last, new))
         self.views, self.held = views, held
         self.body = ENCODER.encode([v.answer() for v in views.values()])
         self.etag = etag(self.body)

@@ -19,6 +19,10 @@ which is `gateway.upstream.classify.blame`. A client's bad input never counts.
 
 Successes of reads are counted in memory and flushed every FLUSH_S (or at
 `aclose`); failures and probe outcomes are sent at once.
+
+A provider's breaker opening (from closed) and closing (after a good probe) are
+alerts (`gateway.events`); the script tells exactly one caller of each change.
+A failed probe re-opening it is not: the provider is still failing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from gateway.clock import SYSTEM, Clock
 from gateway.config import GatewaySettings
 from gateway.errors import StoreUnavailable
+from gateway.events import NOOP, Alert, Events
 from gateway.state import keys, scripts
 from gateway.state.connect import AnyRedis, maps_redis_errors, text
 
@@ -62,8 +67,9 @@ def _gate(verdict: int, which: int, state: str) -> Gate:
 @maps_redis_errors
 class Breakers:
     def __init__(self, redis: AnyRedis, settings: GatewaySettings,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, events: Events = NOOP) -> None:
         self._redis = redis
+        self._events = events
         self._s = settings
         self._clock = clock
         self._record = redis.register_script(scripts.BREAKER_RECORD)
@@ -100,18 +106,19 @@ class Breakers:
     async def failure(self, provider: str, service: str | None = None) -> None:
         """Count a failure now: a trip must be seen by every replica's next request.
         With `service`, the service's breaker; else the provider's."""
-        await self._send(keys.breaker(provider, service), 0, 1)
+        await self._send(keys.breaker(provider, service), 0, 1,
+                         provider if service is None else None)
 
     async def success(self, provider: str, service: str | None = None,
                       probe: bool = False) -> None:
         """Count a success: at once for a probe (it closes the breaker), else batched
         with others and flushed within FLUSH_S."""
         if probe:
-            await self._send(keys.breaker(provider), 1, 0)
+            await self._send(keys.breaker(provider), 1, 0, provider)
             if service is not None:
                 await self._send(keys.breaker(provider, service), 1, 0)
             return
-        self._pending[keys.breaker(provider)] += 1
+        self._pending[provider] += 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_soon())
 
@@ -122,9 +129,10 @@ class Breakers:
     async def flush(self) -> None:
         """Send the batched successes now."""
         pending, self._pending = self._pending, defaultdict(int)
-        for key, successes in pending.items():
+        for provider, successes in pending.items():
+            key = keys.breaker(provider)
             try:
-                await self._send(key, successes, 0)
+                await self._send(key, successes, 0, provider)
             except StoreUnavailable as exc:  # health counting never fails a request
                 log.warning("breaker counts not flushed", extra={"breaker": key,
                                                                   "error": exc.message})
@@ -138,12 +146,38 @@ class Breakers:
                 pass
         await self.flush()
 
-    async def _send(self, key: str, s: int, f: int) -> None:
-        state = await self._record(
-            keys=[key], args=[self._now_ms(), s, f, int(self._s.breaker_window_s),
+    async def _send(self, key: str, s: int, f: int, provider: str | None = None) -> None:
+        """Count outcomes on one breaker. `provider`: it is that provider's own breaker
+        (whose changes are alerts)."""
+        now_ms = self._now_ms()
+        reply = await self._record(
+            keys=[key], args=[now_ms, s, f, int(self._s.breaker_window_s),
                               self._s.breaker_min_requests, self._s.breaker_threshold, KEEP_MS])
-        if text(state) == "open" and f:
+        state, before = text(reply[0]), text(reply[1])
+        if state == "open" and f:
             log.warning("breaker open", extra={"breaker": key})
+        if provider is not None and state != before:
+            self._changed(provider, now_ms, state, before, [int(n) for n in reply[2:]])
+
+    def _changed(self, provider: str, now_ms: int, state: str, before: str,
+                 counts: list[int]) -> None:
+        s = self._s
+        if state == "open" and before == "closed":
+            calls, fails = (counts + [0, 0])[:2]
+            self._events.emit(Alert(
+                kind="breaker_open", subject=provider, once=f"breaker_open:{provider}:{now_ms}",
+                message=f"{provider}: circuit breaker opened ({fails} of {calls} calls failed "
+                        f"within {s.breaker_window_s:g} s); its candidates are skipped, a probe "
+                        f"follows in {s.breaker_cooldown_s:g} s",
+                details={"provider": provider, "calls": calls, "failures": fails,
+                         "window_s": s.breaker_window_s, "cooldown_s": s.breaker_cooldown_s}))
+        elif state == "closed" and before == "half":
+            self._events.emit(Alert(
+                kind="breaker_closed", subject=provider,
+                once=f"breaker_closed:{provider}:{now_ms}",
+                message=f"{provider}: circuit breaker closed (a probe succeeded); orders go "
+                        f"to it again",
+                details={"provider": provider}))
 
     async def state(self, provider: str, service: str | None = None) -> str:
         """"closed", "open" or "half" as stored (for the operator's views)."""

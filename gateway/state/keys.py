@@ -122,3 +122,43 @@ MIRROR_SEQ = PREFIX + "{mirror}:seq"
 # --- recovery -------------------------------------------------------------------
 
 RECONCILE_LOCK = PREFIX + "reconcile:lock"  # one replica at a time reconciles
+
+# --- alerts -----------------------------------------------------------------------
+# One hash tag, so the claim and the recent list are written by one script in one slot.
+
+ALERTS_RECENT = PREFIX + "{alerts}:recent"  # list of the latest alert payloads (JSON), newest first
+
+
+def alert_once(identity: str) -> str:
+    """Set (NX, with a TTL) by the replica that sends an alert: the others do not."""
+    return f"{PREFIX}{{alerts}}:once:{identity}"
+
+
+# --- operator dashboard (gateway.admin) -------------------------------------------
+
+ADMIN_AUDIT = PREFIX + "admin:audit"  # list of the dashboard's actions (JSON), newest first
+
+
+def admin_session(token_digest: str) -> str:
+    """A dashboard session (msgpack, with a TTL), by the SHA-256 of its cookie token."""
+    return f"{PREFIX}admin:sess:{token_digest}"
+
+
+def admin_failures(address: str) -> str:
+    """Failed admin logins (or bearer keys) from one address in the current window."""
+    return f"{PREFIX}admin:fail:{address}"
+
+
+# Counters the add path bumps in the same pipelined write as the order's outcome; one
+# hash tag, so the dashboard reads a week (or an hour of minutes) in one slot.
+
+
+def stats_day(day: str) -> str:
+    """Hash of one UTC day (YYYY-MM-DD): placed, unknown, failed, fallback, and the
+    charged and cost sums of placed orders in integer units of money.UNIT."""
+    return f"{PREFIX}{{stats}}:d:{day}"
+
+
+def stats_minute(minute: int) -> str:
+    """Orders placed in one minute (unix time // 60), kept two hours."""
+    return f"{PREFIX}{{stats}}:m:{minute}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from gateway.clock import SYSTEM, Clock
 from gateway.money import from_units, to_units
@@ -101,16 +102,22 @@ class Ledger:
         return from_units(await self._redis.get(keys.client_balance(client)) or 0)
 
     async def history(self, client: str) -> list[Entry]:
-        out: list[Entry] = []
-        for entry_id, raw in await self._redis.xrange(keys.client_ledger(client)) or []:
-            f = {text(k): text(v) for k, v in (raw or {}).items()}
-            out.append(Entry(
-                id=text(entry_id or ""), type=f["type"], amount=from_units(f["amount"]),
-                balance=from_units(f["balance"]), order=f.get("order", ""),
-                note=f.get("note", ""), t=float(f.get("t", 0))))
-        return out
+        return [_entry(i, raw) for i, raw in
+                await self._redis.xrange(keys.client_ledger(client)) or []]
+
+    async def recent(self, client: str, count: int) -> list[Entry]:
+        """The client's latest `count` entries, newest first."""
+        return [_entry(i, raw) for i, raw in
+                await self._redis.xrevrange(keys.client_ledger(client), count=count) or []]
 
     async def check(self, client: str) -> tuple[Decimal, Decimal]:
         """(balance, sum of ledger entries): equal unless something bypassed the ledger."""
         entries = await self.history(client)
         return await self.balance(client), sum((e.amount for e in entries), Decimal(0))
+
+
+def _entry(entry_id: Any, raw: Any) -> Entry:
+    f = {text(k): text(v) for k, v in (raw or {}).items()}
+    return Entry(id=text(entry_id or ""), type=f["type"], amount=from_units(f["amount"]),
+                 balance=from_units(f["balance"]), order=f.get("order", ""),
+                 note=f.get("note", ""), t=float(f.get("t", 0)))

@@ -17,6 +17,7 @@ import msgspec
 from gateway.models import OrderRecord, RefillRecord
 from gateway.state import keys, scripts
 from gateway.state.connect import AnyRedis, maps_redis_errors
+from gateway.state.stats import Tally, add_tally
 
 R = TypeVar("R")
 
@@ -75,14 +76,19 @@ class Orders:
         return bool(created)
 
     async def put_order(self, order_id: int, record: OrderRecord,
-                        settles: bool = False) -> None:
-        await self.put_orders({order_id: record}, settles)
+                        settles: bool = False, tally: Tally | None = None) -> None:
+        """Store one record; `tally`: count its outcome for the dashboard
+        (`gateway.state.stats`) in the same round trip."""
+        await self.put_orders({order_id: record}, settles, tally)
 
     async def put_orders(self, records: Mapping[int, OrderRecord],
-                         settles: bool = False) -> None:
+                         settles: bool = False, tally: Tally | None = None) -> None:
         """Store records. `settles`: these records explain their reservations (the
         ledger's pending marks are cleared in the same round trip)."""
         pipe = self.redis.pipeline(transaction=False)
+        if tally is not None:
+            for record in records.values():
+                add_tally(pipe, tally, record)
         for order_id, record in records.items():
             pipe.hset(keys.order_bucket(order_id), str(order_id), _enc.encode(record))
             # in flight or ambiguous: listed by `orders unknown` until settled
@@ -105,6 +111,25 @@ class Orders:
     async def unknown_orders(self) -> dict[int, OrderRecord]:
         ids = sorted(int(i) for i in await self.redis.smembers(keys.UNKNOWN_ORDERS))
         return await self.get_orders(ids)
+
+    async def last_order_id(self) -> int:
+        """The highest order id handed out so far (ids above it do not exist)."""
+        return int(await self.redis.get(keys.ORDER_SEQ) or 0)
+
+    async def buckets(self, numbers: Iterable[int]) -> dict[int, OrderRecord]:
+        """Every record of the given buckets (order id // keys.BUCKET), one round trip:
+        the dashboard's bounded search reads the newest buckets first."""
+        numbers = list(numbers)
+        if not numbers:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for n in numbers:
+            pipe.hgetall(keys.order_bucket(n * keys.BUCKET))
+        found: dict[int, OrderRecord] = {}
+        for raw in await pipe.execute():
+            for field, value in (raw or {}).items():
+                found[int(field)] = _order_dec.decode(value)
+        return found
 
     # --- refills -------------------------------------------------------------
 

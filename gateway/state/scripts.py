@@ -41,7 +41,8 @@ return 0
 # --- breakers -----------------------------------------------------------------
 
 # KEYS: breaker. ARGV: now ms, successes, failures, window s, min requests,
-# threshold, keep ms. Returns the state after counting.
+# threshold, keep ms. Returns {state after counting, state before}, and when this
+# call opened a closed breaker, the calls and failures in the window that did it.
 BREAKER_RECORD = """
 local now, s, f = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, minreq, thr = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -50,14 +51,14 @@ local function reset(to)
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'state', to, 'since', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
-  return to
+  return {to, state}
 end
 if state == 'half' then
   if f > 0 then return reset('open') end
   if s > 0 then return reset('closed') end
-  return state
+  return {state, state}
 end
-if state == 'open' then return state end
+if state == 'open' then return {state, state} end
 local sec = math.floor(now / 1000)
 if s > 0 then redis.call('HINCRBY', KEYS[1], 's:' .. sec, s) end
 if f > 0 then redis.call('HINCRBY', KEYS[1], 'f:' .. sec, f) end
@@ -76,8 +77,12 @@ for i = 1, #all, 2 do
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-if total >= minreq and fails / total >= thr then return reset('open') end
-return 'closed'
+if total >= minreq and fails / total >= thr then
+  local r = reset('open')
+  r[3], r[4] = total, fails
+  return r
+end
+return {'closed', 'closed'}
 """
 
 # KEYS: provider breaker, service breaker. ARGV: now ms, cooldown ms, probe ttl ms,
@@ -203,4 +208,18 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 if n > tonumber(ARGV[2]) then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
 return n
+"""
+
+# --- alerts -----------------------------------------------------------------------
+
+# KEYS: once, recent list. ARGV: ttl ms ('0': record without a claim), payload, keep.
+# Claims the alert (SET NX PX) and lists it among the recent ones in one step, so an
+# alert is listed exactly when one replica took it. 1 = this caller sends it.
+ALERT_CLAIM = """
+if ARGV[1] ~= '0' then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1
 """

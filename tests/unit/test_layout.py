@@ -9,18 +9,20 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
-BASE = {"errors", "config", "models", "money", "clock", "digest", "wire"}
+BASE = {"errors", "config", "models", "money", "clock", "digest", "wire", "events"}
 
-# what each layer must never import: edge -> actions -> routing -> upstream/state
+# what each layer must never import: edge -> actions -> routing -> upstream/state;
+# admin (the operator's dashboard and changes) sits beside the edge, which mounts it
 FORBIDDEN = {
-    "base": {"state", "upstream", "routing", "actions", "edge", "ops", "wiring", "sim"},
-    "state": {"upstream", "routing", "actions", "edge", "ops", "wiring", "sim"},
-    "upstream": {"state", "routing", "actions", "edge", "ops", "wiring", "sim"},
-    "routing": {"actions", "edge", "ops", "wiring", "sim"},
-    "wiring": {"actions", "edge", "ops", "sim"},
-    "actions": {"edge", "ops", "sim"},
+    "base": {"state", "upstream", "routing", "actions", "edge", "ops", "wiring", "sim", "admin"},
+    "state": {"upstream", "routing", "actions", "edge", "ops", "wiring", "sim", "admin"},
+    "upstream": {"state", "routing", "actions", "edge", "ops", "wiring", "sim", "admin"},
+    "routing": {"actions", "edge", "ops", "wiring", "sim", "admin"},
+    "wiring": {"actions", "edge", "ops", "sim", "admin"},
+    "actions": {"edge", "ops", "sim", "admin"},
+    "admin": {"actions", "edge", "ops", "sim"},
     "edge": {"ops", "sim"},
-    "sim": {"state", "upstream", "routing", "actions", "edge", "ops", "wiring"},
+    "sim": {"state", "upstream", "routing", "actions", "edge", "ops", "wiring", "admin"},
 }
 
 

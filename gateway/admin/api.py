@@ -1,0 +1,200 @@
+"""The JSON admin API under /admin/api/: what the pages show, for scripts and the
+pages' own refresh. `Authorization: Bearer <gateway.admin_key>` (GETs also take a
+dashboard session); bodies of POSTs are JSON objects. Errors are `{"error": ...}`
+(`gateway.admin.answers`). No answer holds a provider key or a client key, except
+the new key that `POST /admin/api/clients` and `.../rotate` show once.
+
+    GET  /admin/api/overview                 counters of today and the week, unknown orders
+    GET  /admin/api/providers                breaker, balance, catalog age, services listed
+    GET  /admin/api/orders?q=&client=&provider=&status=&limit=
+    GET  /admin/api/orders/{id}              routing, status, money (margin, refunds)
+    POST /admin/api/orders/{id}/resolve      {"placed": "<upstream id>"} | {"placed": null}
+    GET  /admin/api/catalog                  services, candidates, the pick and why, held rates
+    POST /admin/api/catalog/{id}/confirm     advertise a held rate
+    GET  /admin/api/clients, /admin/api/clients/{name}
+    POST /admin/api/clients                  {"name", "mode", "markup", "credit"} -> its key
+    POST /admin/api/clients/{name}/rotate | disable | enable
+    POST /admin/api/clients/{name}/topup     {"amount": "10", "note": "..."}
+    GET  /admin/api/audit
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import FromPath
+
+from gateway.admin import changes, queries
+from gateway.admin.answers import JSON, AdminHTTPError
+from gateway.admin.explain import ServiceRow, service_rows
+from gateway.admin.guard import api_actor, console
+from gateway.admin.operations import AdminError, amount
+from gateway.money import wire
+from gateway.wire import ENCODER
+
+Req = Request[Any, Any, Any]
+MAX_BODY = 16 * 1024
+
+
+def _json(data: Any, status: int = 200) -> Response[bytes]:
+    return Response(ENCODER.encode(data), status_code=status, media_type=JSON,
+                    headers={"Cache-Control": "no-store"})
+
+
+async def _body(request: Req) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise AdminHTTPError(400, "Request body too large")
+    if not raw.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise AdminHTTPError(400, "The body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise AdminHTTPError(400, "The body must be a JSON object")
+    return data
+
+
+async def overview_data(request: Req) -> dict[str, Any]:
+    c = console(request)
+    r = c.resources(request)
+    now = r.clock.time()
+    stats = c.stats(request)
+    return queries.overview(r, await stats.days(now), await stats.minutes(now),
+                            await r.orders.unknown_orders())
+
+
+@get("/api/overview", include_in_schema=False)
+async def api_overview(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    return _json(await overview_data(request))
+
+
+@get("/api/providers", include_in_schema=False)
+async def api_providers(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    return _json({"providers": await queries.providers(console(request).resources(request))})
+
+
+def search_args(request: Req) -> tuple[str, dict[str, str], int]:
+    p = request.query_params
+    limit = p.get("limit", "")
+    return (p.get("q", ""), {k: p.get(k, "") for k in ("client", "provider", "status")},
+            int(limit) if limit.isdigit() else queries.SEARCH_LIMIT)
+
+
+@get("/api/orders", include_in_schema=False)
+async def api_orders(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    q, filters, limit = search_args(request)
+    return _json(await queries.search(console(request).resources(request), q, filters, limit))
+
+
+@get("/api/orders/{order_id:int}", include_in_schema=False)
+async def api_order(request: Req, order_id: FromPath[int]) -> Response[bytes]:
+    await api_actor(request, write=False)
+    found = await queries.order(console(request).resources(request), order_id)
+    if found is None:
+        raise AdminHTTPError(404, f"No order {order_id}")
+    return _json(found)
+
+
+@post("/api/orders/{order_id:int}/resolve", include_in_schema=False)
+async def api_resolve(request: Req, order_id: FromPath[int]) -> Response[bytes]:
+    actor = await api_actor(request, write=True)
+    body = await _body(request)
+    if "placed" not in body:
+        raise AdminHTTPError(400, 'Say {"placed": "<upstream order id>"} or {"placed": null}')
+    placed = body["placed"]
+    upstream: str | None = None
+    if placed is True or not isinstance(placed, str | int | None):
+        raise AdminHTTPError(400, "placed: the provider's order id, or null (not placed)")
+    if placed is not None and placed is not False:
+        upstream = str(placed)
+    message = await changes.resolve(request, actor, order_id, upstream)
+    return _json({"ok": True, "message": message})
+
+
+def service_json(s: ServiceRow) -> dict[str, Any]:
+    pick = s.pick
+    return {
+        "id": s.id, "name": s.name, "offered": s.offered, "type": s.type,
+        "rate": wire(s.rate) if s.rate is not None else None, "min": s.min, "max": s.max,
+        "held": {"advertised": wire(s.held[0]), "computed": wire(s.held[1])} if s.held else None,
+        "pick": pick.provider if pick else None,
+        "candidates": [{"provider": row.provider, "upstream_service": row.upstream_service,
+                        "cost_rate": wire(row.cost_rate) if row.cost_rate is not None else None,
+                        "breaker": row.breaker, "picked": row.picked, "skipped": row.reason}
+                       for row in s.rows],
+    }
+
+
+@get("/api/catalog", include_in_schema=False)
+async def api_catalog(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    r = console(request).resources(request)
+    return _json({"currency": r.settings.gateway.currency,
+                  "services": [service_json(s) for s in await service_rows(r)]})
+
+
+@post("/api/catalog/{service_id:int}/confirm", include_in_schema=False)
+async def api_confirm(request: Req, service_id: FromPath[int]) -> Response[bytes]:
+    actor = await api_actor(request, write=True)
+    return _json({"ok": True, "message": await changes.confirm(request, actor, service_id)})
+
+
+@get("/api/clients", include_in_schema=False)
+async def api_clients(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    return _json({"clients": await queries.clients(console(request).resources(request))})
+
+
+@get("/api/clients/{name:str}", include_in_schema=False)
+async def api_client(request: Req, name: FromPath[str]) -> Response[bytes]:
+    await api_actor(request, write=False)
+    found = await queries.client(console(request).resources(request), name)
+    if found is None:
+        raise AdminHTTPError(404, f"No client named {name!r}")
+    return _json(found)
+
+
+@post("/api/clients", include_in_schema=False)
+async def api_create(request: Req) -> Response[bytes]:
+    actor = await api_actor(request, write=True)
+    new = changes.new_client(await _body(request))
+    key = await changes.create(request, actor, new)
+    return _json({"ok": True, "name": new.name, "key": key,
+                  "note": "the key is shown once; only its SHA-256 is stored"}, status=201)
+
+
+@post("/api/clients/{name:str}/{change:str}", include_in_schema=False)
+async def api_client_change(request: Req, name: FromPath[str],
+                            change: FromPath[str]) -> Response[bytes]:
+    actor = await api_actor(request, write=True)
+    if change == "rotate":
+        key = await changes.rotate(request, actor, name)
+        return _json({"ok": True, "name": name, "key": key,
+                      "note": "the key is shown once; the old key no longer works"})
+    if change in ("disable", "enable"):
+        message = await changes.set_active(request, actor, name, change == "enable")
+        return _json({"ok": True, "message": message})
+    if change == "topup":
+        body = await _body(request)
+        value = amount(str(body.get("amount", "")))
+        message = await changes.topup(request, actor, name, value, str(body.get("note", "")))
+        return _json({"ok": True, "message": message})
+    raise AdminHTTPError(404, "Not Found")
+
+
+@get("/api/audit", include_in_schema=False)
+async def api_audit(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    return _json({"audit": await console(request).store(request).audit_log(200)})
+
+
+HANDLERS = [api_overview, api_providers, api_orders, api_order, api_resolve, api_catalog,
+            api_confirm, api_clients, api_client, api_create, api_client_change, api_audit]
+__all__ = ["HANDLERS", "AdminError", "overview_data", "search_args", "service_json"]
