@@ -61,6 +61,9 @@ class GatewaySettings(_Config, kw_only=True):
     # an Idempotency-Key holder's lease (renewed while it works); at least twice the
     # slowest provider timeout
     idempotency_lease_s: float = 30.0
+    # API requests served at once by one worker; more wait their turn (a burst of
+    # connections then costs a little memory each, not a whole request's worth)
+    max_in_flight: int = 256
     # the operator dashboard at /admin/ and its API at /admin/api/: off (404) when unset
     admin_key: str | None = None
 

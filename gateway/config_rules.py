@@ -216,7 +216,7 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
 ADMIN_KEY_MIN = 16
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
              "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
-             "idempotency_lease_s")
+             "idempotency_lease_s", "max_in_flight")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
                  "breaker_cooldown_s")
 

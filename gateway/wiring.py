@@ -32,7 +32,8 @@ from gateway.state.breakers import Breakers
 from gateway.state.catalogs import Catalogs
 from gateway.state.claims import Claims
 from gateway.state.clients import Directory
-from gateway.state.connect import AnyRedis, connect, ping
+from gateway.state.connect import AnyRedis, connect, fill_pool, ping
+from gateway.state.connect import release_idle as release_idle_redis
 from gateway.state.journal import Journal
 from gateway.state.ledger import Ledger
 from gateway.state.limits import RateLimiter
@@ -64,6 +65,14 @@ class Resources:
     recovery: Recovery
     alerts: AlertLog  # the recent alerts (`recent(limit)`), for the dashboard
     events: Events  # where alerts are raised: the Alerter when serving, else NOOP
+
+
+async def release_idle(resources: Resources) -> None:
+    """After a burst: close the idle connections to providers and to Redis (they
+    reopen when needed), so the memory they hold goes back."""
+    for provider in resources.providers.values():
+        provider.release_idle()
+    await release_idle_redis(resources.redis)
 
 
 def claim_lease_s(settings: Settings) -> float:
@@ -127,6 +136,8 @@ async def open_resources(settings: Settings, redis_url: str, *, serving: bool = 
         orders, catalogs = Orders(redis), Catalogs(redis)
         directory = Directory(redis, clock)
         await ping(redis)
+        if serving:
+            await fill_pool(redis)
         if serving:
             await orders.set_sequence_floors(g.order_id_start, g.refill_id_start)
             await directory.import_config(settings.clients)

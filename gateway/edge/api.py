@@ -49,6 +49,8 @@ def measured(app: ASGIApp) -> ASGIApp:
     async def measure(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, done = 0, False
+        reclaimer = scope["app"].state.reclaimer
+        reclaimer.enter()
 
         async def sending(message: Message) -> None:
             nonlocal status, done
@@ -60,8 +62,10 @@ def measured(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, sending)
+            async with scope["app"].state.admission:  # gateway.max_in_flight
+                await app(scope, receive, sending)
         finally:
+            reclaimer.leave()
             if not done:  # no answer sent (the client went away)
                 _answered(scope, status, time.perf_counter() - started)
 

@@ -7,6 +7,7 @@ nothing after it does.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -20,10 +21,11 @@ from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
+from gateway.edge.memory import Reclaimer
 from gateway.edge.peers import client_address, parse_networks
 from gateway.edge.probes import healthz, lifecycle, livez, readyz, scrape
 from gateway.edge.timeouts import ReadTimeouts
-from gateway.wiring import TransportFactory, open_resources
+from gateway.wiring import TransportFactory, open_resources, release_idle
 
 
 def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = None,
@@ -42,6 +44,10 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
             app.state.resources = resources
             app.state.actions = actions
             app.state.outage.events = resources.events  # Redis outages are alerts too
+            reclaimer: Reclaimer = app.state.reclaimer
+            reclaimer.hooks.append(lambda: release_idle(resources))
+            reclaiming = asyncio.create_task(reclaimer.run())
+            stack.callback(reclaiming.cancel)
             yield
 
     admin = mount(settings.gateway.admin_key, client_address) if settings.gateway.admin_key \
@@ -58,6 +64,8 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
     )
     app.state.always_200 = settings.gateway.error_status == "always-200"
     app.state.outage = Outage()
+    app.state.reclaimer = Reclaimer()  # memory back after a burst (gateway.edge.memory)
+    app.state.admission = asyncio.Semaphore(settings.gateway.max_in_flight)
     app.state.trusted_networks = parse_networks(settings.gateway.trusted_proxies)
     app.state.read_timeouts = ReadTimeouts(settings.gateway.header_timeout_s,
                                            settings.gateway.body_timeout_s)

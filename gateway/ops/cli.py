@@ -146,12 +146,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(config: str, host: str, port: int, workers: int, data_dir: str) -> None:
+def serve(config: str, host: str, port: int, workers: int, data_dir: str,
+          argv: Sequence[str] = ()) -> None:
     import uvicorn
 
+    from gateway.edge.memory import system_allocator
     from gateway.edge.timeouts import TimedHttpToolsProtocol
 
     settings = _load(config)
+    system_allocator(argv)
     _exit_on_sigterm()
     with redis_url(data_dir) as url:
         os.environ[ENV_CONFIG] = str(Path(config).resolve())
@@ -343,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command in ("route", "catalog"):
         raise SystemExit(catalog_command(args))
     if args.command == "serve":
-        serve(args.config, args.host, args.port, args.workers, args.data_dir)
+        serve(args.config, args.host, args.port, args.workers, args.data_dir, argv)
     elif args.command == "demo":
         demo(args.port, args.data_dir)
     elif args.command == "check-config":

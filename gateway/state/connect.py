@@ -25,7 +25,7 @@ from redis.typing import EncodableT
 from gateway.errors import StoreUnavailable
 
 CLUSTER_SCHEME = "redis+cluster://"
-POOL_SIZE = 256
+POOL_SIZE = 64
 POOL_WAIT_S = 10.0
 
 AnyRedis = aioredis.Redis | RedisCluster
@@ -131,6 +131,31 @@ def maps_redis_errors(cls: C) -> C:
         if inspect.iscoroutinefunction(member) and not name.startswith("__"):
             setattr(cls, name, mapped(member))
     return cls
+
+
+@mapped
+async def fill_pool(redis: AnyRedis) -> None:
+    """Open every connection of a standalone client's pool now, at start: opened in
+    the middle of a burst they would pin the memory the burst took around them."""
+    if isinstance(redis, RedisCluster):
+        return  # one pool per node, opened as the slots are used
+    pool = redis.connection_pool
+    held = [await pool.get_connection("PING")  # type: ignore[no-untyped-call]
+            for _ in range(pool.max_connections)]
+    try:
+        await asyncio.gather(*(c.connect() for c in held))
+    finally:
+        for c in held:
+            await pool.release(c)
+
+
+@mapped
+async def release_idle(redis: AnyRedis) -> None:
+    """Disconnect the pooled connections no command is using (they reconnect when
+    next needed): after a burst, their buffers go back."""
+    if isinstance(redis, RedisCluster):
+        return
+    await redis.connection_pool.disconnect(inuse_connections=False)
 
 
 @mapped

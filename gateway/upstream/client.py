@@ -76,6 +76,10 @@ class ProviderClient:
         return cls(settings, make_transport(
             transport, settings.url, settings.timeout_s, settings.max_concurrency))
 
+    def release_idle(self) -> None:
+        """Close idle keep-alive connections to this provider (after a burst)."""
+        self._transport.release_idle()
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 

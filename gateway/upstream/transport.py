@@ -47,6 +47,9 @@ class RawAnswer(NamedTuple):
 class Transport(Protocol):
     async def post_form(self, body: bytes) -> RawAnswer: ...
 
+    def release_idle(self) -> None:
+        """Close the keep-alive connections no request is using (after a burst)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -70,6 +73,20 @@ class AiohttpTransport:
             raise Unreachable(f"connect failed: {type(exc).__name__}") from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise Ambiguous(f"transport error after connect: {type(exc).__name__}") from exc
+
+    def release_idle(self) -> None:
+        # aiohttp has no public call for this: its connector's cleanup closes the
+        # connections idle for longer than keepalive_timeout, so it runs with zero
+        connector = self._session.connector
+        cleanup = getattr(connector, "_cleanup", None)
+        if connector is None or cleanup is None or not hasattr(connector, "_keepalive_timeout"):
+            return
+        keep = connector._keepalive_timeout
+        connector._keepalive_timeout = 0.0
+        try:
+            cleanup()
+        finally:
+            connector._keepalive_timeout = keep
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -100,6 +117,9 @@ class HttpxTransport:
         except httpx.HTTPError as exc:
             raise Ambiguous(f"transport error after connect: {type(exc).__name__}") from exc
         return RawAnswer(resp.status_code, resp.headers, resp.content)
+
+    def release_idle(self) -> None:
+        pass  # httpx closes idle connections on its own keep-alive expiry
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -27,6 +27,9 @@ import yaml
 from gateway.state.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# `serve` runs with glibc's allocator (gateway.edge.memory); set here, the forker and
+# the processes it forks run with it from the start instead of starting again
+os.environ.setdefault("PYTHONMALLOC", "malloc")
 START_TIMEOUT_S = 20.0
 
 class Forked:
