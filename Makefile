@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet -c constraints.txt
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test serve lint clean bench chaos
+.PHONY: run test serve lint clean bench chaos system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,22 @@ serve: $(RUN_STAMP)  ## the gateway with providers.yaml
 
 test: $(TEST_STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
 	$(PY) -m pytest -q -n 2 --dist worksteal
+
+# Debian programs some tests drive: nginx (deploy/), Chromium and its driver (the
+# dashboard's browser tests). Installed when missing and run as root with apt-get;
+# the tests install them themselves otherwise (slower, inside the test run).
+SYSTEM_PROGRAMS := nginx:nginx-light chromium:chromium chromedriver:chromium-driver
+system-deps:  ## apt-get install what the tests need from Debian (root; no-op when present)
+	@missing=""; for pair in $(SYSTEM_PROGRAMS); do \
+	  prog=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$prog >/dev/null 2>&1 || [ -x /usr/sbin/$$prog ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "system-deps: please install:$$missing"; exit 0; fi; \
+	echo "system-deps: apt-get install$$missing"; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null
 
 bench: $(TEST_STAMP)  ## the benchmark suite: writes bench/results/latest.{json,md,png}
 	$(PY) -m bench
