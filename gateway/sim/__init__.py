@@ -5,6 +5,8 @@ orders and refills in memory, answers over its own small HTTP server, and can be
 steered and inspected through a JSON control API under ``/_sim/``.
 
 - :mod:`~gateway.sim.catalog`: the services offered (a default catalog, or a file).
+- :mod:`~gateway.sim.behaviour`: how each service misbehaves (slow starts, stalls,
+  partial deliveries, refused refills and cancels), the seed and the clock.
 - :mod:`~gateway.sim.state`: the account; orders progressing and refunds settling.
 - :mod:`~gateway.sim.api`: the ``/api/v2`` actions and where the dialects differ.
 - :mod:`~gateway.sim.control`: the ``/_sim/`` control API.

@@ -234,7 +234,7 @@ def _add(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> SimR
     drip_feed = _drip_feed(params)
     if drip_feed is None:
         return _error(sim, "Incorrect request")
-    order = sim.book.place(svc, link, (quantity, *drip_feed), record)
+    order = sim.book.place(svc, link, (quantity, *drip_feed), record, sim.behaviour_of(svc))
     if order is None:
         return _error(sim, "Not enough funds on balance")
     return SimResponse(200, b'{"order":%d}' % order.id)
@@ -281,7 +281,7 @@ def _status_many(sim: Simulator, ids: list[str], now: float) -> SimResponse:
 
 
 def _status(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> SimResponse:
-    now = time.monotonic()
+    now = sim.book.clock.now()
     if not blank(params.get("orders")):
         ids = _ids(params["orders"])
         if ids is None:
@@ -308,7 +308,7 @@ def _refill_item(sim: Simulator, raw: str, now: float) -> dict[str, Any]:
 
 
 def _refill(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> SimResponse:
-    now = time.monotonic()
+    now = sim.book.clock.now()
     if not blank(params.get("orders")):
         ids = _ids(params["orders"])
         if ids is None:
@@ -327,7 +327,7 @@ def _refill(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> S
 
 
 def _refill_status(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> SimResponse:
-    now = time.monotonic()
+    now = sim.book.clock.now()
     if not blank(params.get("refills")):
         ids = _ids(params["refills"])
         if ids is None:
@@ -365,7 +365,7 @@ def _cancel_item(sim: Simulator, raw: str, now: float) -> dict[str, Any]:
 
 
 def _cancel(sim: Simulator, params: dict[str, Any], record: dict[str, Any]) -> SimResponse:
-    now = time.monotonic()
+    now = sim.book.clock.now()
     raw_ids = params.get("orders")
     if blank(raw_ids):
         raw_ids = params.get("order")

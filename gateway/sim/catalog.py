@@ -1,6 +1,10 @@
 """The simulated provider's services: a default catalog, and catalogs read in either
 dialect's shape (ids, ``min``/``max`` and flags as numbers or strings, a ``form`` as an
 object or a JSON string), normalised to :class:`Service` and written back per dialect.
+
+An entry may also carry the service's behaviour (``start_delay_s``, ``stall_rate``,
+``refuse_refill``, ...: see :mod:`gateway.sim.behaviour`); it is never shown in the
+``services`` answer. Catalog files are JSON or, named ``.yaml``/``.yml``, YAML.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
+import yaml
 
+from gateway.sim.behaviour import catalog_layer
 from gateway.sim.codec import DECODE, money, to_int
 
 DEFAULT_CATALOG: list[dict[str, Any]] = [
@@ -149,6 +155,7 @@ class Service:
     dripfeed: bool
     form: Any
     kind: str  # "default" | "comments" | "mentions" | "package"
+    behaviour: Mapping[str, Any]  # the behaviour fields the entry sets
 
 
 def _to_bool(value: Any) -> bool:
@@ -214,6 +221,7 @@ def normalise_service(raw: Mapping[str, Any]) -> Service:
         dripfeed=_to_bool(raw.get("dripfeed")),
         form=_form(raw),
         kind=_service_kind(type_),
+        behaviour=catalog_layer(raw, sid),
     )
 
 
@@ -227,17 +235,22 @@ def normalise_catalog(services: Iterable[Mapping[str, Any]]) -> dict[int, Servic
 
 
 def load_catalog(path: str) -> list[dict[str, Any]]:
-    """Read a JSON catalog file: a list of services in either dialect's shape.
+    """Read a catalog file: a list of services in either dialect's shape, as JSON (or
+    YAML, for a file named ``.yaml``/``.yml``).
 
     An object with a ``services`` list is accepted too. The entries are validated
-    (raises ``ValueError``/``TypeError``) and returned as read; rates are parsed as ``Decimal``.
+    (raises ``ValueError``/``TypeError``) and returned as read; JSON rates are parsed
+    as ``Decimal``.
     """
     with open(path, encoding="utf-8") as fh:
-        data = json.load(fh, parse_float=Decimal)
+        if path.lower().endswith((".yaml", ".yml")):
+            data = yaml.safe_load(fh)
+        else:
+            data = json.load(fh, parse_float=Decimal)
     if isinstance(data, dict) and isinstance(data.get("services"), list):
         data = data["services"]
     if not isinstance(data, list):
-        raise TypeError(f"{path}: expected a JSON list of services")
+        raise TypeError(f"{path}: expected a list of services")
     normalise_catalog(data)
     return data
 

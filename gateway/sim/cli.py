@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dialect", choices=DIALECTS, default="toksmm",
                         help="whose answer shapes to speak (%(default)s)")
     parser.add_argument("--catalog", metavar="FILE",
-                        help="JSON list of services, in either dialect's shape "
+                        help="JSON (or .yaml) list of services, in either dialect's shape, "
+                             "with optional behaviour fields such as stall_rate "
                              "(default: a built-in catalog)")
     parser.add_argument("--balance", type=Decimal, default=Decimal(1000),
                         help="the account's starting balance (%(default)s)")
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--progress-s", type=float, default=2.0,
                         help="seconds from Pending through In progress to Completed "
                              "(%(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the draws that decide which orders stall or end "
+                             "Partial (%(default)s)")
     args = parser.parse_args(argv)
     fault_rate = args.fault_rate
     if fault_rate is None:
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_after=args.retry_after,
         order_start=args.order_start,
         progress_s=args.progress_s,
+        seed=args.seed,
     )
     with contextlib.suppress(KeyboardInterrupt):
         serve(options, args.host, args.port)

@@ -1,18 +1,21 @@
 """The control API under ``/_sim/``: JSON, no key, for tests and benchmarks.
 
 Reads: ``GET requests[?action=...]`` (the request log, faulted requests included),
-``orders``, ``orders/<id>``, ``stats`` and ``balance``; ``health`` answers any method.
+``orders``, ``orders/<id>``, ``stats``, ``balance``, ``behaviour`` and ``clock``;
+``health`` answers any method.
 Changes (``POST`` with a JSON body): ``fault`` (``{"fault": "429", "rate": 1,
 "action": "status", "count": 1, "retry_after": 2}``: see :func:`_set_fault`),
 ``latency``, ``balance``, ``catalog``, ``reject`` (refuse the next adds with an
-error), ``orders/<id>`` (force a status) and ``reset``. A malformed body raises;
+error), ``behaviour`` (``{"service": 101, "stall_rate": 0.2, "seed": 7}``: see
+:func:`_set_behaviour`), ``behaviour/reset``, ``clock`` (``{"advance_s": 60,
+"frozen": true}``), ``orders/<id>`` (force a status) and ``reset``. A malformed body raises;
 :class:`~gateway.sim.simulator.Simulator` turns that into a 400. Money here always
 has 5 decimals, whatever the dialect.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -65,6 +68,7 @@ def _order_view(sim: Simulator, o: Order, now: float) -> dict[str, Any]:
         "remains": remains,
         "refunded": money(o.refunded, 5),
         "params": o.params,
+        "fate": o.fate.kind,  # "complete" | "partial" | "stall", as drawn when placed
     }
 
 
@@ -77,7 +81,7 @@ def _get(sim: Simulator, sub: str, query: str) -> SimResponse:
         return json_response({"requests": list(sim.requests)})
     if sub == "orders":
         sim.book.settle_all()
-        now = time.monotonic()
+        now = sim.book.clock.now()
         return json_response(
             {"orders": [_order_view(sim, o, now) for o in sim.book.orders.values()]}
         )
@@ -85,13 +89,31 @@ def _get(sim: Simulator, sub: str, query: str) -> SimResponse:
         o = sim.book.lookup(sub[len(_ORDER_PREFIX) :])
         if o is None:
             return NOT_FOUND
-        return json_response(_order_view(sim, o, time.monotonic()))
+        return json_response(_order_view(sim, o, sim.book.clock.now()))
     if sub == "stats":
         return json_response({"actions": dict(sim.stats), "total": sim.total})
     if sub == "balance":
         sim.book.settle_all()
         return json_response({"balance": money(sim.book.balance, 5), "currency": sim.currency})
+    if sub == "behaviour":
+        return json_response(_behaviour_view(sim))
+    if sub == "clock":
+        return json_response(sim.book.clock.view())
     return NOT_FOUND
+
+
+def _behaviour_view(sim: Simulator) -> dict[str, Any]:
+    """The seed, the control API's settings, and what every service does now (times
+    left unset shown as they follow from ``progress_s``)."""
+    third = max(0.0, sim.book.progress_s) / 3
+    services: dict[str, Any] = {}
+    for svc in sim.catalog.values():
+        view = sim.behaviour_of(svc).view()
+        for name in ("start_delay_s", "complete_s"):
+            if view[name] is None:
+                view[name] = third
+        services[str(svc.id)] = view
+    return {"seed": sim.book.seed, **sim.behaviours.view(), "effective": services}
 
 
 # --------------------------------------------------------------------------- changes
@@ -160,6 +182,58 @@ def _set_reject(sim: Simulator, data: Any) -> None:
         sim.reject_count = count if count is not None else 1
 
 
+def _set_behaviour(sim: Simulator, data: Any) -> None:
+    """``{"service": 101, "start_delay_s": 30, ..., "seed": 7}``.
+
+    Sets the fields given (``null`` unsets one) for that service (or a list of ids;
+    without ``service``, for every service, under what is set for one service), over
+    its catalog entry. ``seed`` alone re-seeds the draws. New orders follow; placed
+    ones keep their fate.
+    """
+    if not isinstance(data, dict):
+        raise TypeError("expected an object")
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an integer, got {seed!r}")
+    fields = {k: v for k, v in data.items() if k not in ("service", "seed")}
+    sim.behaviours.change(data.get("service"), fields)
+    if seed is not None:
+        sim.book.seed = seed
+
+
+def _reset_behaviour(sim: Simulator, data: Any) -> None:
+    """``{"service": 101}``: that service back to its catalog entry; ``{}``: every
+    service, and the seed back to ``--seed``."""
+    service = data.get("service") if isinstance(data, dict) else None
+    sim.behaviours.reset(service)
+    if service is None:
+        sim.book.seed = sim.options.seed
+
+
+def _set_clock(sim: Simulator, data: Any) -> None:
+    """``{"advance_s": 60}`` moves the clock on; ``{"frozen": true}`` stops real time
+    moving it (``false`` lets it run again). Orders and refills progress by it."""
+    if not isinstance(data, dict):
+        raise TypeError("expected an object")
+    unknown = set(data) - {"advance_s", "frozen"}
+    if unknown:
+        raise ValueError(f"unknown clock fields {sorted(unknown)} (use advance_s, frozen)")
+    advance = data.get("advance_s")
+    seconds = 0.0
+    if advance is not None:
+        if isinstance(advance, bool) or not isinstance(advance, int | float):
+            raise TypeError(f"advance_s: expected seconds, got {advance!r}")
+        seconds = float(advance)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"advance_s: expected seconds >= 0, got {advance!r}")
+    frozen = data.get("frozen")
+    if frozen is not None and not isinstance(frozen, bool):
+        raise TypeError(f"frozen: expected true or false, got {frozen!r}")
+    if frozen is not None:
+        sim.book.clock.freeze(frozen)
+    sim.book.clock.advance(seconds)
+
+
 def _reset(sim: Simulator, data: Any) -> None:
     sim.reset()
 
@@ -170,6 +244,9 @@ _CHANGES: dict[str, Callable[[Simulator, Any], None]] = {
     "balance": _set_balance,
     "catalog": _set_catalog,
     "reject": _set_reject,
+    "behaviour": _set_behaviour,
+    "behaviour/reset": _reset_behaviour,
+    "clock": _set_clock,
     "reset": _reset,
 }
 

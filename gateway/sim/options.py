@@ -41,6 +41,7 @@ class SimOptions:
     retry_after: float | None = DEFAULT_RETRY_AFTER_S  # seconds, on 429/503; None: no header
     order_start: int = 1  # first order id handed out (refill ids too)
     progress_s: float = 2.0  # time for an order to go Pending -> In progress -> final
+    seed: int = 0  # fixes which orders stall or end Partial (gateway.sim.behaviour)
 
 
 def check_retry_after(value: Any) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from gateway.sim import api, control
+from gateway.sim.behaviour import Behaviour, Behaviours
 from gateway.sim.catalog import DEFAULT_CATALOG, Service, normalise_catalog, service_object
 from gateway.sim.codec import ENCODE, NOT_FOUND, SimResponse, json_response
 from gateway.sim.options import DIALECTS, FAULTS, SimOptions, check_retry_after
@@ -53,7 +54,8 @@ class Simulator:
         """Back to the state the simulator was started with."""
         o = self.options
         self.catalog: dict[int, Service] = dict(self._initial_catalog)
-        self.book = Book(Decimal(str(o.balance)), o.order_start, o.progress_s)
+        self.book = Book(Decimal(str(o.balance)), o.order_start, o.progress_s, o.seed)
+        self.behaviours = Behaviours()
         self.currency = o.currency
         self.latency_ms = float(o.latency_ms)
         self.fault: str | None = o.fault
@@ -74,6 +76,11 @@ class Simulator:
         """Replace the services offered (validated as :func:`load_catalog` does)."""
         self.catalog = normalise_catalog(services)
         self._services_body = None
+        self.behaviours.forget()
+
+    def behaviour_of(self, svc: Service) -> Behaviour:
+        """How ``svc`` behaves now: its catalog entry under the control API's settings."""
+        return self.behaviours.of(svc.id, svc.behaviour)
 
     def services_body(self) -> bytes:
         """The ``services`` answer; encoded once per catalog, as it is asked for most."""

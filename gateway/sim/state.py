@@ -1,9 +1,12 @@
 """The simulated account: its balance, orders and refills, and how they move on.
 
-Orders progress lazily from their age, computed whenever one is looked at:
-``Pending`` for the first third of ``progress_s``, ``In progress`` for the second,
-then final (``Completed``, or ``Partial`` when the link contains ``partial``). A
-status forced through the control API, or a cancel, pins the order instead.
+Orders progress lazily on the simulator's clock, computed whenever one is looked
+at, along the :class:`~gateway.sim.behaviour.Fate` drawn when they were placed:
+``Pending`` until ``start_delay_s`` (default: the first third of ``progress_s``),
+``In progress`` for ``complete_s`` (default: the second third, half delivered),
+then final: ``Completed``, or ``Partial`` (a ``partial_rate`` share of orders, and
+links containing ``partial``); a stalled order stays ``Pending``. A status forced
+through the control API, or a cancel, pins the order instead.
 
 What a final status gives back is refunded to the balance once, when the order is
 first seen in it (``settle``): a Partial returns the charge of what remains, a
@@ -12,12 +15,21 @@ Canceled or Refunded order all of it. Money is :class:`~decimal.Decimal`.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from gateway.models import FINAL_STATUSES
+from gateway.sim.behaviour import (
+    CANCEL_REFUSED,
+    DEFAULT,
+    REFILL_REFUSED,
+    TICK,
+    Behaviour,
+    Fate,
+    SimClock,
+    decide,
+)
 from gateway.sim.catalog import Service
 from gateway.sim.codec import EIGHT_PLACES, to_int
 
@@ -40,11 +52,12 @@ class Order:
     interval: int | None
     total: int
     charge: Decimal
-    created: float  # monotonic
+    created: float  # on the simulator's clock
     params: dict[str, Any]
     refill_ok: bool
     cancel_ok: bool
-    partial: bool
+    behaviour: Behaviour  # its service's, when it was placed
+    fate: Fate
     start_base: int
     refunded: Decimal = Decimal(0)
     forced: Progress | None = None
@@ -56,17 +69,22 @@ class Refill:
 
     id: int
     order: int
-    created: float  # monotonic
+    created: float  # on the simulator's clock
+    rejected: bool = False  # ends Rejected rather than Completed
 
 
 class Book:
     """Balance, orders and refills of the one account a simulator serves."""
 
-    def __init__(self, balance: Decimal, order_start: int, progress_s: float) -> None:
+    def __init__(
+        self, balance: Decimal, order_start: int, progress_s: float, seed: int = 0
+    ) -> None:
         self.balance = balance
         self.orders: dict[int, Order] = {}
         self.refills: dict[int, Refill] = {}
         self.progress_s = progress_s
+        self.seed = seed
+        self.clock = SimClock()
         self._next_order = order_start
         self._next_refill = order_start
         # Partial orders not yet refunded: reading the balance settles them first,
@@ -89,6 +107,7 @@ class Book:
         link: str,
         counts: tuple[int, int | None, int | None],
         params: dict[str, Any],
+        behaviour: Behaviour = DEFAULT,
     ) -> Order | None:
         """Charge and record an order of ``(quantity, runs, interval)``; ``None`` if unpaid."""
         quantity, runs, interval = counts
@@ -99,7 +118,10 @@ class Book:
         self.balance -= charge
         oid = self._next_order
         self._next_order += 1
-        partial = "partial" in link.lower()
+        now = self.clock.now()
+        fate = decide(
+            behaviour, self.seed, oid, now, self.progress_s, total, "partial" in link.lower()
+        )
         order = Order(
             id=oid,
             service=svc.id,
@@ -109,16 +131,17 @@ class Book:
             interval=interval,
             total=total,
             charge=charge,
-            created=time.monotonic(),
+            created=now,
             params=params,
             refill_ok=svc.refill,
             cancel_ok=svc.cancel,
-            partial=partial,
+            behaviour=behaviour,
+            fate=fate,
             # a stable, made-up follower count the order starts from
             start_base=(oid * 7919) % 9000 + 100,
         )
         self.orders[oid] = order
-        if partial:
+        if fate.kind == "partial":
             self._unsettled.add(oid)
         return order
 
@@ -126,17 +149,15 @@ class Book:
         """(status, start_count, remains) of an order now; settles refunds once."""
         if o.forced is not None:
             return o.forced
-        ps = self.progress_s
-        if ps > 0:
-            age = now - o.created
-            if age < ps / 3:
-                return ("Pending", 0, o.total)
-            if age < 2 * ps / 3:
-                return ("In progress", o.start_base, o.total - o.total // 2)
-        if o.partial:
-            remains = min(o.total, max(1, o.total // 3))
-            self.settle(o, "Partial", remains)
-            return ("Partial", o.start_base, remains)
+        fate = o.fate
+        now += TICK  # a moment reached by advancing the clock exactly counts as reached
+        if now < fate.start_at:
+            return ("Pending", 0, o.total)
+        if now < fate.end_at:  # half of what it will deliver, delivered
+            return ("In progress", o.start_base, o.total - (o.total - fate.remains) // 2)
+        if fate.kind == "partial":
+            self.settle(o, "Partial", fate.remains)
+            return ("Partial", o.start_base, fate.remains)
         return ("Completed", o.start_base, 0)
 
     def settle(self, o: Order, status: str, remains: int) -> None:
@@ -159,7 +180,7 @@ class Book:
     def settle_all(self) -> None:
         """Settle every order that may have reached Partial unseen."""
         if self._unsettled:
-            now = time.monotonic()
+            now = self.clock.now()
             for oid in list(self._unsettled):
                 o = self.orders.get(oid)
                 if o is None:
@@ -171,26 +192,40 @@ class Book:
         """Refill id, or an error message."""
         status = self.progress(o, now)[0]
         if not o.refill_ok or status not in _REFILLABLE:
-            return "Refill is disabled for this service"
+            return REFILL_REFUSED
+        if o.behaviour.refuse_refill is not None:
+            return o.behaviour.refuse_refill
         rid = self._next_refill
         self._next_refill += 1
-        self.refills[rid] = Refill(rid, o.id, now)
+        self.refills[rid] = Refill(rid, o.id, now, o.behaviour.reject_refill)
         return rid
 
     def refill_status(self, r: Refill, now: float) -> str:
-        """Refills complete after half of ``progress_s``."""
+        """Refills end (``Completed``, or ``Rejected``) after half of ``progress_s``."""
         ps = self.progress_s
-        return "Pending" if ps > 0 and now - r.created < ps / 2 else "Completed"
+        if ps > 0 and now + TICK - r.created < ps / 2:
+            return "Pending"
+        return "Rejected" if r.rejected else "Completed"
 
     def cancel(self, o: Order, now: float) -> str | None:
-        """Cancel the order; ``None`` on success, else why not."""
+        """Cancel the order; ``None`` on success, else why not.
+
+        An order not started yet ends ``Canceled`` with nothing delivered; one under
+        way ends ``Partial`` with what it delivered so far (``Canceled`` if nothing).
+        """
         if not o.cancel_ok:
-            return "Cancel is disabled for this service"
-        status, start, _remains = self.progress(o, now)
-        if status in FINAL_STATUSES:
+            return CANCEL_REFUSED
+        if o.behaviour.refuse_cancel is not None:
+            return o.behaviour.refuse_cancel
+        status, start, remains = self.progress(o, now)
+        if status in FINAL_STATUSES or (status != "Pending" and remains <= 0):
             return "Order cannot be canceled"
-        o.forced = ("Canceled", start, o.total)
-        self.settle(o, "Canceled", o.total)
+        if status == "Pending" or remains >= o.total:
+            o.forced = ("Canceled", start, o.total)
+            self.settle(o, "Canceled", o.total)
+        else:
+            o.forced = ("Partial", start, remains)
+            self.settle(o, "Partial", remains)
         return None
 
     def force(self, o: Order, status: str, start: int | None, remains: int | None) -> None:
