@@ -46,6 +46,8 @@ class GatewaySettings(_Config, kw_only=True):
     mirror_id_start: int = 100000
     balance_cache_s: float = 30.0
     status_cache_s: float = 30.0  # repeat polls within this answer from Redis; 0 = off
+    # scorecards (gateway.state.scores) weigh an event e^(-age / this window), in days
+    score_window_d: float = 14.0
     balance_refresh_s: float = 60.0  # upstream balances refreshed in the background; 0 = off
     breaker_window_s: float = 60.0
     breaker_min_requests: int = 5
@@ -66,6 +68,16 @@ class GatewaySettings(_Config, kw_only=True):
     max_in_flight: int = 256
     # the operator dashboard at /admin/ and its API at /admin/api/: off (404) when unset
     admin_key: str | None = None
+    # one active order per link and service family (a service's own `link_guard` wins)
+    link_guard: bool = False
+    link_guard_ttl_s: float = 2592000.0  # a link's mark lapses after this (30 days) at worst
+
+
+class ProviderRules(_Config, kw_only=True):
+    """A client's providers: only those in `allow`, or all but those in `deny`."""
+
+    allow: list[str] | None = None
+    deny: list[str] | None = None
 
 
 class ClientSettings(_Config, kw_only=True):
@@ -79,6 +91,10 @@ class ClientSettings(_Config, kw_only=True):
     burst: int | None = None
     dup_window_s: float = 0.0
     error_status: ErrorStatus | None = None  # None: gateway.error_status
+    # routing rules: which providers may fill this client's orders, and the most the
+    # gateway may pay for them per 1000 (gateway currency)
+    providers: ProviderRules | None = None
+    max_rate: Decimal | None = None
 
 
 class ProviderSettings(_Config, kw_only=True):
@@ -120,6 +136,9 @@ class ServiceSettings(_Config, kw_only=True):
     cancel: bool | None = None
     dripfeed: bool | None = None
     upstreams: list[UpstreamRef]
+    link_guard: bool | None = None  # None: gateway.link_guard
+    # services sharing a link_family share one active order per link (default: this id)
+    link_family: str | None = None
 
 
 class AlertSettings(_Config, kw_only=True):

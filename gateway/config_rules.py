@@ -184,6 +184,31 @@ def _check_clients(s: Settings, fail: Report, broken: set[str]) -> None:
             fail(["clients", i, "dup_window_s"], "dup_window_s must be >= 0")
         if "services" not in broken:
             _check_client_refs(s, i, c, fail)
+        _check_client_routing(s, i, c, fail, broken)
+
+
+def _check_client_routing(s: Settings, i: int, c: ClientSettings, fail: Report,
+                          broken: set[str]) -> None:
+    """`providers: {allow|deny: [names]}` names configured providers; `max_rate` > 0."""
+    if c.max_rate is not None and not c.max_rate > 0:
+        fail(["clients", i, "max_rate"], "max_rate must be > 0 (leave it out for no cap)")
+    rules = c.providers
+    if rules is None:
+        return
+    if (rules.allow is None) == (rules.deny is None):
+        fail(["clients", i, "providers"], "give either `allow` or `deny` (a list of "
+             "provider names), not both and not neither")
+    if rules.allow is not None and not rules.allow:
+        fail(["clients", i, "providers", "allow"],
+             "allow names no provider: this client's orders could never be placed")
+    if "providers" in broken:
+        return
+    names = {p.name for p in s.providers}
+    for how, listed in (("allow", rules.allow), ("deny", rules.deny)):
+        for j, name in enumerate(listed or []):
+            if name not in names:
+                fail(["clients", i, "providers", how, j], f"unknown provider {name!r} "
+                     f"(providers: {', '.join(sorted(names)) or 'none'})")
 
 
 def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
@@ -202,6 +227,9 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
                 fail(["services", i, field], f"{field} must be > 0")
         if not svc.upstreams:
             fail(["services", i, "upstreams"], "a service needs at least one upstream")
+        if svc.link_family is not None and not svc.link_family.strip():
+            fail(["services", i, "link_family"], "link_family is empty (leave it out: the "
+                 "service's own id)")
         refs = [(ref.provider, ref.service_id) for ref in svc.upstreams]
         for j, ref in enumerate(svc.upstreams):
             if ref.provider not in names and "providers" not in broken:
@@ -216,7 +244,8 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
 ADMIN_KEY_MIN = 16
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
              "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
-             "idempotency_lease_s", "max_in_flight")
+             "idempotency_lease_s", "max_in_flight", "link_guard_ttl_s",
+             "score_window_d")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
                  "breaker_cooldown_s")
 

@@ -10,9 +10,14 @@ that record them (`request`, `upstream`, `order_placed`, `redis_error`, `set_gau
     smm_redis_errors_total                        requests answered 503 because Redis failed
     smm_breaker_open{provider}, smm_provider_balance{provider},
     smm_catalog_age_seconds{provider}, smm_unknown_orders   gauges, set at scrape time
+    smm_score_completed_share{provider,upstream_service}, smm_score_delivered_fraction{...}
+                                                  scorecards (gateway.state.scores), set
+                                                  when a status poll updates one
 
 Labels are bounded: actions are the known ones (the edge maps anything else to
 "other"), providers and services come from the config. No key, client or link.
+The scorecard gauges are labelled by upstream service: at most MAX_SCORE_SERIES
+pairs per process (a mirrored catalog can route to many).
 
 One process or many. `smm-gateway serve --workers N` (N > 1) sets
 PROMETHEUS_MULTIPROC_DIR before uvicorn spawns its workers; prometheus-client then
@@ -107,11 +112,22 @@ UNKNOWN_ORDERS = Gauge("smm_unknown_orders", "Orders whose upstream outcome is n
                        "(or still in flight)", multiprocess_mode="livemostrecent",
                        registry=REGISTRY)
 
+SCORE_COMPLETED = Gauge("smm_score_completed_share", "Scorecard: share of final outcomes "
+                        "Completed (decayed over gateway.score_window_d)",
+                        ["provider", "upstream_service"], multiprocess_mode="mostrecent",
+                        registry=REGISTRY)
+SCORE_DELIVERED = Gauge("smm_score_delivered_fraction", "Scorecard: mean delivered fraction "
+                        "(1 - remains / quantity) of final outcomes",
+                        ["provider", "upstream_service"], multiprocess_mode="mostrecent",
+                        registry=REGISTRY)
+MAX_SCORE_SERIES = 500
+
 # label children, looked up once: the hot path is a dict hit and an increment
 _requests: dict[tuple[str, str], Counter] = {}
 _latency: dict[str, Histogram] = {}
 _calls: dict[tuple[str, str, str], Counter] = {}
 _call_latency: dict[tuple[str, str], Histogram] = {}
+_scored: set[tuple[str, str]] = set()
 
 
 def request(action: str, outcome: str, seconds: float) -> None:
@@ -189,6 +205,20 @@ def order_placed(record: OrderRecord) -> None:
         MARGIN.labels(*labels).inc(float(margin))
     else:
         LOSS.labels(*labels).inc(float(-margin))
+
+
+def scorecard(provider: str, service: str, completed: float | None,
+              delivered: float | None) -> None:
+    """A provider service's scorecard as just updated (None: no final outcome yet)."""
+    key = (provider, service)
+    if key not in _scored:
+        if len(_scored) >= MAX_SCORE_SERIES:
+            return
+        _scored.add(key)
+    if completed is not None:
+        SCORE_COMPLETED.labels(*key).set(completed)
+    if delivered is not None:
+        SCORE_DELIVERED.labels(*key).set(delivered)
 
 
 def redis_error() -> None:

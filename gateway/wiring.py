@@ -5,10 +5,11 @@ unit tests all build the same `Resources` here, so what `route` explains is
 what a serving replica does. Whatever is opened is closed, in reverse order,
 even when start-up fails half-way.
 
-    redis -> alerts (serving only; else a no-op sink) -> state (orders, ledger,
-             claims, clients, limits, breakers, caches)
-          -> provider clients -> catalog -> balances -> recovery (journal replay,
-             reservations without a record)
+    lasting (for the process): redis -> journal -> recovery (journal replay,
+                               reservations without a record)
+    config (reloadable):       alerts (serving only; else a no-op sink) -> state
+                               (orders, ledger, claims, clients, limits, breakers,
+                               caches) -> provider clients -> catalog -> balances
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 from gateway.alerts import Alerter, Webhooks
 from gateway.clock import SYSTEM, Clock
 from gateway.config import ProviderSettings, Settings
+from gateway.errors import ConfigError
 from gateway.events import NOOP, Events
 from gateway.routing.balances import Balances
 from gateway.routing.catalog import Catalog
@@ -34,12 +36,14 @@ from gateway.state.claims import Claims
 from gateway.state.clients import Directory
 from gateway.state.connect import AnyRedis, connect, fill_pool, ping
 from gateway.state.connect import release_idle as release_idle_redis
+from gateway.state.history import History
 from gateway.state.journal import Journal
 from gateway.state.ledger import Ledger
 from gateway.state.limits import RateLimiter
 from gateway.state.locks import Locks
 from gateway.state.orders import Orders
 from gateway.state.recovery import Recovery
+from gateway.state.scores import Scores
 from gateway.upstream.client import ProviderClient
 from gateway.upstream.transport import Transport, make_transport
 
@@ -65,6 +69,8 @@ class Resources:
     recovery: Recovery
     alerts: AlertLog  # the recent alerts (`recent(limit)`), for the dashboard
     events: Events  # where alerts are raised: the Alerter when serving, else NOOP
+    history: History  # every order's status changes (gateway.state.history)
+    scores: Scores  # every provider service's scorecard (gateway.state.scores)
 
 
 async def release_idle(resources: Resources) -> None:
@@ -89,33 +95,58 @@ def secrets(settings: Settings) -> list[str]:
     return [*found, *([admin] if admin else [])]
 
 
-@asynccontextmanager
-async def open_resources(settings: Settings, redis_url: str, *, serving: bool = True,
-                         journal_dir: Path | None = None,
-                         transport: TransportFactory | None = None,
-                         clock: Clock = SYSTEM,
-                         webhook_transport: WebhookTransport | None = None,
-                         ) -> AsyncIterator[Resources]:
-    """Everything opened and ready; closed on exit.
+@dataclass(slots=True)
+class Lasting:
+    """What lives as long as the process, whatever config it runs: the Redis client,
+    the journal (one owner lock per process) and the recovery of its entries; the
+    orders store too (it hands out ids a block at a time: a reload wastes none)."""
 
-    `serving`: start the background refresh of catalogs and balances, raise the
-    id counters to their configured floors and import the config's clients.
-    Without it (operator commands) the shared state is only read.
-    `journal_dir`: where this process keeps the outcomes Redis could not take
-    (`gateway.state.journal`); serving needs one (default `./data/journal`).
-    `transport`: how to reach a provider (tests pass a mock transport).
-    `webhook_transport`: how to reach the alert webhooks (likewise).
-    Alerts are sent only when serving; operator commands raise none.
-    """
+    redis: AnyRedis
+    orders: Orders
+    ledger: Ledger
+    recovery: Recovery
+    clock: Clock
+
+
+@asynccontextmanager
+async def open_lasting(redis_url: str, *, serving: bool = True,
+                       journal_dir: Path | None = None,
+                       clock: Clock = SYSTEM) -> AsyncIterator[Lasting]:
+    """The Redis client and, when serving, the journal and its recovery loop."""
+    async with AsyncExitStack() as stack:
+        redis = connect(redis_url)
+        stack.push_async_callback(redis.aclose)
+        journal = Journal(journal_dir or Path("data") / "journal")
+        orders, ledger = Orders(redis), Ledger(redis, clock)
+        recovery = Recovery(orders, ledger, Directory(redis, clock), Locks(redis), journal,
+                            clock)
+        await ping(redis)
+        if serving:
+            await fill_pool(redis)
+            journal.open()
+            stack.callback(journal.close)
+            stack.push_async_callback(recovery.aclose)
+            await recovery.start()
+        yield Lasting(redis, orders, ledger, recovery, clock)
+
+
+@asynccontextmanager
+async def open_config(settings: Settings, lasting: Lasting, *, serving: bool = True,
+                      transport: TransportFactory | None = None,
+                      webhook_transport: WebhookTransport | None = None,
+                      complete: bool = False) -> AsyncIterator[Resources]:
+    """Everything a config decides, over the process's `lasting` part: opened and
+    ready, closed on exit. A config reload opens another while this one drains.
+    `complete`: every provider's service list must be in (else ConfigError, and the
+    config's clients are not imported): a reload must not break `services`."""
     g = settings.gateway
+    redis, clock = lasting.redis, lasting.clock
 
     def default_transport(p: ProviderSettings) -> Transport:
         return make_transport(g.transport, p.url, p.timeout_s, p.max_concurrency)
 
     make = transport or default_transport
     async with AsyncExitStack() as stack:
-        redis = connect(redis_url)
-        stack.push_async_callback(redis.aclose)
         alert_log = AlertLog(redis)
         events: Events = NOOP
         if serving:
@@ -133,33 +164,52 @@ async def open_resources(settings: Settings, redis_url: str, *, serving: bool = 
         locks = Locks(redis)
         breakers = Breakers(redis, g, clock, events=events)
         stack.push_async_callback(breakers.aclose)
-        orders, catalogs = Orders(redis), Catalogs(redis)
-        directory = Directory(redis, clock)
-        await ping(redis)
-        if serving:
-            await fill_pool(redis)
-        if serving:
-            await orders.set_sequence_floors(g.order_id_start, g.refill_id_start)
-            await directory.import_config(settings.clients)
+        orders, catalogs = lasting.orders, Catalogs(redis)
+        directory = Directory(redis, clock)  # its key cache starts empty: new settings at once
         catalog = Catalog(settings, catalogs, locks, providers, clock, events=events)
         stack.push_async_callback(catalog.aclose)
         wait = max((p.timeout_s for p in settings.providers), default=1.0)
         await catalog.start(wait_s=wait, loop=serving)
+        missing = catalog.never_fetched()
+        if complete and missing:  # before anything is written to Redis
+            raise ConfigError(f"no service list from provider {', '.join(missing)} (it did "
+                              f"not answer within {wait:g} s): `services` would fail")
         balances = Balances(KnownBalances(redis), locks, providers, g, clock, breakers,
                             events=events, alerts=settings.alerts)
         stack.push_async_callback(balances.aclose)
         await balances.start(loop=serving)
-        ledger = Ledger(redis, clock)
-        journal = Journal(journal_dir or Path("data") / "journal")
-        recovery = Recovery(orders, ledger, directory, locks, journal, clock)
         if serving:
-            journal.open()
-            stack.callback(journal.close)
-            stack.push_async_callback(recovery.aclose)
-            await recovery.start()
+            await orders.set_sequence_floors(g.order_id_start, g.refill_id_start)
+            await directory.import_config(settings.clients)
         yield Resources(
             settings=settings, clock=clock, redis=redis, orders=orders, catalogs=catalogs,
-            ledger=ledger, claims=Claims(redis, clock, claim_lease_s(settings)),
+            ledger=lasting.ledger, claims=Claims(redis, clock, claim_lease_s(settings)),
             directory=directory, limiter=RateLimiter(redis, clock), breakers=breakers,
-            providers=providers, catalog=catalog, balances=balances, recovery=recovery,
-            alerts=alert_log, events=events)
+            providers=providers, catalog=catalog, balances=balances,
+            recovery=lasting.recovery, alerts=alert_log, events=events,
+            history=History(redis), scores=Scores(redis, g.score_window_d, clock))
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, redis_url: str, *, serving: bool = True,
+                         journal_dir: Path | None = None,
+                         transport: TransportFactory | None = None,
+                         clock: Clock = SYSTEM,
+                         webhook_transport: WebhookTransport | None = None,
+                         ) -> AsyncIterator[Resources]:
+    """Everything opened and ready (`open_lasting`, then `open_config`); closed on exit.
+
+    `serving`: start the background refresh of catalogs and balances, raise the
+    id counters to their configured floors and import the config's clients.
+    Without it (operator commands) the shared state is only read.
+    `journal_dir`: where this process keeps the outcomes Redis could not take
+    (`gateway.state.journal`); serving needs one (default `./data/journal`).
+    `transport`: how to reach a provider (tests pass a mock transport).
+    `webhook_transport`: how to reach the alert webhooks (likewise).
+    Alerts are sent only when serving; operator commands raise none.
+    """
+    async with open_lasting(redis_url, serving=serving, journal_dir=journal_dir,
+                            clock=clock) as lasting, \
+            open_config(settings, lasting, serving=serving, transport=transport,
+                        webhook_transport=webhook_transport) as resources:
+        yield resources

@@ -14,7 +14,7 @@ from gateway.actions.balance import Balance
 from gateway.actions.cancel import Cancel
 from gateway.actions.dispatch import Dispatcher
 from gateway.actions.fanout import FanOut
-from gateway.actions.refills import Refill, RefillStatus
+from gateway.actions.refills import Evidenced, Refill, RefillStatus
 from gateway.actions.services import Services
 from gateway.actions.status import Status
 from gateway.state.clients import ClientRecord
@@ -28,16 +28,17 @@ class Actions:
     def __init__(self, r: Resources) -> None:
         g = r.settings.gateway
         fanout = FanOut(r.providers, r.breakers)
+        evidenced = Evidenced(r.history, r.scores, r.clock)
         self.dispatcher = Dispatcher(r.orders, r.ledger, r.breakers, r.balances,
                                      r.providers, r.recovery.journal, g.currency, r.clock,
                                      events=r.events)
         self.table: dict[str, Action] = {
             "services": Services(r.catalog),
             "add": Add(r.catalog, r.claims, r.orders, self.dispatcher),
-            "status": Status(g, r.orders, r.ledger, fanout, r.clock),
-            "refill": Refill(r.orders, fanout, r.clock),
-            "refill_status": RefillStatus(r.orders, fanout),
-            "cancel": Cancel(r.orders, fanout),
+            "status": Status(g, r.orders, r.ledger, fanout, r.history, r.scores, r.clock),
+            "refill": Refill(r.orders, fanout, evidenced, r.clock),
+            "refill_status": RefillStatus(r.orders, fanout, evidenced),
+            "cancel": Cancel(r.orders, fanout, evidenced),
             "balance": Balance(g, r.ledger, r.balances, list(r.providers), r.clock),
         }
 

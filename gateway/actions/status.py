@@ -4,6 +4,11 @@ the refund of a ledger client's money when an order ends short.
 Terminal statuses are never asked again. A Partial, Canceled or Refunded order
 of a prepaid client is refunded once (the ledger's settlement mark), before its
 new status is stored: a crash in between re-polls, and the mark keeps it once.
+
+Every change an upstream answer shows (status, start count, remains) goes into the
+order's history (`gateway.state.history`), and the events it is first to show
+(seen, started, final) into its provider service's scorecard
+(`gateway.state.scores`). Answers from the status cache show nothing new.
 """
 
 from __future__ import annotations
@@ -13,21 +18,25 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 
-from gateway import money
+from gateway import metrics, money
 from gateway.actions.common import INCORRECT_ORDER, ids_of, own_orders
 from gateway.actions.fanout import FanOut
 from gateway.clock import SYSTEM, Clock
 from gateway.config import GatewaySettings
-from gateway.errors import ClientError
+from gateway.errors import ClientError, StoreUnavailable
 from gateway.models import ItemError, OrderRecord, UpstreamStatus
+from gateway.state import history
 from gateway.state.clients import ClientRecord
+from gateway.state.history import History
 from gateway.state.ledger import Ledger
 from gateway.state.orders import Orders
+from gateway.state.scores import Evidence, Scores
 from gateway.wire import ErrorAnswer, StatusAnswer
 
 log = logging.getLogger("gateway.actions")
 
 Found = Mapping[str, tuple[int, OrderRecord]]
+Seen = tuple[str | None, str | None, str | None]  # (status, start_count, remains)
 
 
 def _remains(rec: OrderRecord) -> str:
@@ -40,8 +49,11 @@ def _remains(rec: OrderRecord) -> str:
 
 class Status:
     def __init__(self, settings: GatewaySettings, orders: Orders, ledger: Ledger,
-                 fanout: FanOut, clock: Clock = SYSTEM) -> None:
+                 fanout: FanOut, history: History, scores: Scores,
+                 clock: Clock = SYSTEM) -> None:
         self._cache_s = settings.status_cache_s
+        self._history = history
+        self._scores = scores
         self._currency = settings.currency
         self._orders = orders
         self._ledger = ledger
@@ -87,23 +99,28 @@ class Status:
             return
         results = await self._fanout(groups, lambda p, ids: p.status(ids))
         changed: dict[int, OrderRecord] = {}
+        moved: dict[int, Seen] = {}  # what those whose status moved said before
         for (provider, upstream_id), pairs in by_upstream.items():
             result = results.get((provider, upstream_id))
             if isinstance(result, ItemError):
                 log.warning("status: upstream error for an order", extra={
                     "provider": provider, "error": result.message})
             if isinstance(result, UpstreamStatus):
-                changed.update(self._apply(result, pairs, now))
+                changed.update(self._apply(result, pairs, now, moved))
         refunds = [(oid, rec) for oid, rec in changed.items() if rec.ledger and rec.final]
         if refunds:
             await asyncio.gather(*(self._refund(oid, rec) for oid, rec in refunds))
-        if changed:
-            await self._orders.put_orders(changed)
+        # the record and the history at once: a history written for a record that was
+        # not is harmless (the next poll's same change is kept once, counted once)
+        writes = [self._orders.put_orders(changed)] if changed else []
+        if moved:
+            writes.append(self._record(changed, moved, now))
+        await asyncio.gather(*writes)
 
     def _apply(self, result: UpstreamStatus, pairs: list[tuple[int, OrderRecord]],
-               now: int) -> dict[int, OrderRecord]:
+               now: int, moved: dict[int, Seen]) -> dict[int, OrderRecord]:
         """The records to store after this answer (all of them when caching: the check
-        time is what the cache reads)."""
+        time is what the cache reads); `moved` gets those whose status changed."""
         changed: dict[int, OrderRecord] = {}
         for oid, rec in pairs:
             before = (rec.status, rec.start_count, rec.remains)
@@ -112,9 +129,33 @@ class Status:
             if result.remains is not None:
                 rec.remains = result.remains
             rec.checked = now
-            if self._cache_s > 0 or before != (rec.status, rec.start_count, rec.remains):
+            if before != (rec.status, rec.start_count, rec.remains):
+                moved[oid] = before
+                changed[oid] = rec
+            elif self._cache_s > 0:
                 changed[oid] = rec
         return changed
+
+    async def _record(self, records: Mapping[int, OrderRecord], moved: Mapping[int, Seen],
+                      now: int) -> None:
+        """History entries for the changes, then the scorecard events they were first
+        to show. Evidence, not money: a Redis failure here costs the client nothing."""
+        ids = list(moved)
+        try:
+            claimed = await self._history.append(
+                [(oid, history.status_entry(records[oid], now,
+                                            history.claims(moved[oid], records[oid])))
+                 for oid in ids])
+            evidence = Evidence()
+            for oid, bits in zip(ids, claimed, strict=True):
+                evidence.order(records[oid], bits, now)
+            if evidence:
+                for (provider, service), card in (await self._scores.add(evidence)).items():
+                    metrics.scorecard(provider, service, card.completed_share,
+                                      card.delivered_mean)
+        except StoreUnavailable as exc:
+            log.warning("status: history or scorecard not written",
+                        extra={"error": exc.message})
 
     async def _refund(self, order_id: int, rec: OrderRecord) -> None:
         amount = money.refund(rec.charge, rec.status or "", _remains(rec),

@@ -15,6 +15,7 @@ the new key that `POST /admin/api/clients` and `.../rotate` show once.
     POST /admin/api/clients                  {"name", "mode", "markup", "credit"} -> its key
     POST /admin/api/clients/{name}/rotate | disable | enable
     POST /admin/api/clients/{name}/topup     {"amount": "10", "note": "..."}
+    POST /admin/api/reload                   read the config file again, swap it in live
     GET  /admin/api/audit
 """
 
@@ -189,6 +190,15 @@ async def api_client_change(request: Req, name: FromPath[str],
     raise AdminHTTPError(404, "Not Found")
 
 
+@post("/api/reload", include_in_schema=False)
+async def api_reload(request: Req) -> Response[bytes]:
+    """200 with what changed; 422 with every error when the file is refused (the
+    running config stays)."""
+    actor = await api_actor(request, write=True)
+    result = await changes.reload(request, actor)
+    return _json(result.as_dict(), status=200 if result.ok else 422)
+
+
 @get("/api/audit", include_in_schema=False)
 async def api_audit(request: Req) -> Response[bytes]:
     await api_actor(request, write=False)
@@ -196,5 +206,6 @@ async def api_audit(request: Req) -> Response[bytes]:
 
 
 HANDLERS = [api_overview, api_providers, api_orders, api_order, api_resolve, api_catalog,
-            api_confirm, api_clients, api_client, api_create, api_client_change, api_audit]
+            api_confirm, api_clients, api_client, api_create, api_client_change, api_reload,
+            api_audit]
 __all__ = ["HANDLERS", "AdminError", "overview_data", "search_args", "service_json"]

@@ -6,16 +6,41 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from litestar import Request
 
 from gateway.admin import operations as ops
 from gateway.admin.guard import audit, console
+from gateway.config_changes import ReloadResult
 from gateway.money import wire
 
 T = TypeVar("T")
 Req = Request[Any, Any, Any]
+
+
+class Reloads(Protocol):
+    """The app's config reloader (`gateway.edge.reload.Reloader`, on `app.state`)."""
+
+    path: Any
+    loaded_at: float
+    last: ReloadResult | None
+
+    async def requested(self, actor: str, address: str) -> ReloadResult: ...
+
+
+def reloader(request: Req) -> Reloads | None:
+    found: Reloads | None = getattr(request.app.state, "reloader", None)
+    return found
+
+
+async def reload(request: Req, actor: str) -> ReloadResult:
+    """Read the config file again and swap it in (every worker); the reloader logs the
+    result and records it in the audit list, refused or not."""
+    found = reloader(request)
+    if found is None:
+        raise ops.AdminError("this gateway cannot reload its config")
+    return await found.requested(actor, console(request).address_of(request))
 
 
 async def _audited(request: Req, actor: str, action: str, target: str,

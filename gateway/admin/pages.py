@@ -92,7 +92,8 @@ async def overview_page(request: Req) -> Template | Redirect:
     return await _page(request, "overview.html", o=await overview_data(request),
                        orders_svg=charts.orders_chart(days),
                        margin_svg=charts.margin_chart(days, r.settings.gateway.currency),
-                       audit=await c.store(request).audit_log(20))
+                       audit=await c.store(request).audit_log(20),
+                       config=changes.reloader(request))
 
 
 @get("/login", include_in_schema=False)
@@ -125,6 +126,17 @@ async def logout(request: Req) -> Redirect:
     await audit(request, actor, "logout", "-", True)
     return Redirect("/admin/login", status_code=303,
                     cookies=[cookie(request, SESSION_COOKIE, "", 0)])
+
+
+@post("/reload", include_in_schema=False)
+async def reload_submit(request: Req) -> Redirect:
+    token, actor, session = await checked_post(request, await _form(request))
+    try:
+        result = await changes.reload(request, actor)
+    except AdminError as exc:
+        return await _flash(request, token, session, str(exc), True, "/admin/")
+    text = ("Config reloaded: " if result.ok else "Config reload ") + result.text()
+    return await _flash(request, token, session, text, not result.ok, "/admin/")
 
 
 @get("/providers", include_in_schema=False)
@@ -241,6 +253,6 @@ async def static(name: FromPath[str]) -> Response[bytes]:
                     headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
 
 
-HANDLERS = [overview_page, login_page, login_submit, logout, providers_page, orders_page,
-            order_page, resolve_submit, catalog_page, confirm_submit, clients_page,
-            client_page, create_submit, client_submit, static]
+HANDLERS = [overview_page, login_page, login_submit, logout, reload_submit, providers_page,
+            orders_page, order_page, resolve_submit, catalog_page, confirm_submit,
+            clients_page, client_page, create_submit, client_submit, static]

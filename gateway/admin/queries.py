@@ -16,6 +16,7 @@ from typing import Any
 from gateway.models import OrderRecord
 from gateway.money import wire
 from gateway.state.clients import ClientRecord
+from gateway.state.history import Change
 from gateway.state.keys import BUCKET
 from gateway.state.ledger import Entry
 from gateway.state.stats import Day
@@ -65,8 +66,21 @@ def balance_floor(r: Resources, provider: str) -> Decimal | None:
     return Decimal(str(floor)) if floor is not None else None
 
 
+def routed(r: Resources, provider: str) -> list[str]:
+    """The upstream services of `provider` the config (or a mirror) routes to."""
+    found = [ref.service_id for svc in r.settings.services for ref in svc.upstreams
+             if ref.provider == provider]
+    found += [c.upstream.service for v in r.catalog.views.values() for c in v.candidates
+              if c.provider == provider]
+    return list(dict.fromkeys(found))
+
+
 async def providers(r: Resources) -> list[dict[str, Any]]:
+    """Each provider's health, and the scorecards of the services it is routed to."""
     now = r.clock.time()
+    services = {name: routed(r, name) for name in r.providers}
+    cards = await r.scores.scorecards((name, sid) for name, sids in services.items()
+                                      for sid in sids)
     out = []
     for name in r.providers:
         balance = r.balances.in_gateway_currency(name)
@@ -85,6 +99,7 @@ async def providers(r: Resources) -> list[dict[str, Any]]:
             "services_listed": r.catalog.listed(name),
             "services_routed": sum(1 for v in r.catalog.views.values()
                                    if any(c.provider == name for c in v.candidates)),
+            "scorecards": [cards[(name, sid)].as_json() for sid in services[name]],
         })
     return out
 
@@ -151,14 +166,21 @@ async def search(r: Resources, q: str, filters: dict[str, str],
             "oldest_searched": max(0, (top - SEARCH_BUCKETS + 1) * BUCKET)}
 
 
+def change_json(c: Change, created: int) -> dict[str, Any]:
+    """One entry of an order's status history; `after_s`: since the order was placed."""
+    return {"t": c.t, "utc": _utc(c.t), "after_s": c.t - created, "what": c.what,
+            "start_count": c.start_count, "remains": c.remains, "refill": c.refill}
+
+
 def entry_json(e: Entry) -> dict[str, Any]:
     return {"id": e.id, "type": e.type, "amount": wire(e.amount), "balance": wire(e.balance),
             "order": e.order, "note": e.note, "t": e.t, "utc": _utc(e.t)}
 
 
 async def order(r: Resources, order_id: int) -> dict[str, Any] | None:
-    """An order's routing, status and money: charge, cost, margin, and what the ledger
-    gave back (refunds and releases)."""
+    """An order's routing, status and money: charge, cost, margin, what the ledger
+    gave back (refunds and releases), its status history and its provider service's
+    scorecard."""
     rec = (await r.orders.get_orders([order_id])).get(order_id)
     if rec is None:
         return None
@@ -177,6 +199,9 @@ async def order(r: Resources, order_id: int) -> dict[str, Any] | None:
         "net_margin": wire(rec.charge - refunded - rec.cost),
         "ledger_entries": [entry_json(e) for e in moves],
         "resolvable": rec.state in ("unknown", "dispatching"),
+        "history": [change_json(c, rec.created)
+                    for c in (await r.history.read([order_id])).get(order_id, [])],
+        "scorecard": (await r.scores.scorecard(rec.provider, rec.upstream_service)).as_json(),
     }
     return out
 

@@ -30,6 +30,7 @@ from gateway.edge.answers import ERROR_STATUS, JSON
 from gateway.edge.auth import fingerprint, presented_key
 from gateway.edge.fields import query_fields, read_fields
 from gateway.edge.peers import client_address
+from gateway.edge.reload import Generation
 from gateway.errors import AuthError, ClientError, NotFound, NotReady, StoreUnavailable
 from gateway.wire import ENCODER, Encoded
 from gateway.wiring import Resources
@@ -39,18 +40,23 @@ access = logging.getLogger("gateway.access")
 
 # request.state: what the access log and the metrics say about a request
 ACTION, CLIENT, IDS, OUTCOME = "m_action", "m_client", "m_ids", "m_outcome"
+GENERATION = "generation"  # the config a request runs on, start to end (gateway.edge.reload)
 
 
 def measured(app: ASGIApp) -> ASGIApp:
     """Middleware of the API routes: as a request's answer goes out, its metrics and its
     access-log line, with the status actually sent (errors are answered by the
-    exception table, inside this)."""
+    exception table, inside this). The request keeps the config it started with, and
+    that config stays open until it is done (a reload swaps in another meanwhile)."""
 
     async def measure(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, done = 0, False
-        reclaimer = scope["app"].state.reclaimer
+        app_state = scope["app"].state
+        reclaimer = app_state.reclaimer
         reclaimer.enter()
+        generation: Generation = app_state.generation.enter()
+        scope.setdefault("state", {})[GENERATION] = generation
 
         async def sending(message: Message) -> None:
             nonlocal status, done
@@ -62,10 +68,11 @@ def measured(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            async with scope["app"].state.admission:  # gateway.max_in_flight
+            async with app_state.admission:  # gateway.max_in_flight
                 await app(scope, receive, sending)
         finally:
             reclaimer.leave()
+            generation.leave()
             if not done:  # no answer sent (the client went away)
                 _answered(scope, status, time.perf_counter() - started)
 
@@ -77,7 +84,7 @@ def measured(app: ASGIApp) -> ASGIApp:
 async def api_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
     try:
         address = client_address(request)
-        await request.app.state.resources.limiter.refuse_blocked(address)
+        await request.state[GENERATION].resources.limiter.refuse_blocked(address)
         return await _serve(request, address, await read_fields(request), {})
     except BaseException as exc:
         request.state[OUTCOME] = outcome(exc)
@@ -91,7 +98,7 @@ async def api_v2_get(request: Request[Any, Any, Any]) -> Response[bytes]:
         if not fields.get("action", "").strip():
             raise NotFound()  # a browser opening the URL
         address = client_address(request)
-        await request.app.state.resources.limiter.refuse_blocked(address)
+        await request.state[GENERATION].resources.limiter.refuse_blocked(address)
         # the URL holds the key: no shared cache may keep the answer
         return await _serve(request, address, fields, {"Cache-Control": "private, no-cache"})
     except BaseException as exc:
@@ -102,8 +109,10 @@ async def api_v2_get(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def _serve(request: Request[Any, Any, Any], address: str, fields: dict[str, str],
                  headers: dict[str, str]) -> Response[bytes]:
     state = request.app.state
-    r: Resources = state.resources
-    request.state[ACTION] = _action_label(fields.get("action", "").strip(), state.actions.table)
+    generation: Generation = request.state[GENERATION]
+    r: Resources = generation.resources
+    table = generation.actions.table
+    request.state[ACTION] = _action_label(fields.get("action", "").strip(), table)
     request.state[IDS] = _ids_count(fields)
     key = presented_key(fields, request.headers)
     client = await r.directory.identify(key)
@@ -122,7 +131,7 @@ async def _serve(request: Request[Any, Any, Any], address: str, fields: dict[str
     action = fields.get("action", "").strip()
     if not action:
         raise ClientError("Missing action")
-    handler = state.actions.table.get(action)
+    handler = table.get(action)
     if handler is None:
         raise ClientError("Incorrect request: unknown action")
     result = await handler(client, fields)
@@ -186,7 +195,8 @@ def _answered(scope: Scope, status: int, seconds: float) -> None:
     action = facts.get(ACTION, "none")
     result = facts.get(OUTCOME) or ("ok" if 0 < status < 400 else "error")
     metrics.request(action, result, seconds)
-    if scope["app"].state.resources.settings.gateway.access_log and \
+    generation: Generation = facts.get(GENERATION) or scope["app"].state.generation
+    if generation.resources.settings.gateway.access_log and \
             access.isEnabledFor(logging.INFO):
         line = {"client": facts.get(CLIENT), "action": action, "ids": facts.get(IDS, 0),
                 "status": status, "outcome": result, "ms": round(seconds * 1000, 3),

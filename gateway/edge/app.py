@@ -1,8 +1,9 @@
 """The ASGI app: its routes, its exception table and its lifespan.
 
-The lifespan opens every resource (`gateway.wiring`) and the actions on one
-AsyncExitStack and closes them in reverse order. The HTTP edge knows HTTP;
-nothing after it does.
+The lifespan opens what lasts for the process (`gateway.wiring.open_lasting`) and
+the config's resources and actions through a `gateway.edge.reload.Reloader`, which
+swaps in a new config on SIGHUP or from the dashboard; all is closed in reverse
+order. The HTTP edge knows HTTP; nothing after it does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 from litestar import Litestar
 
-from gateway.actions import Actions
 from gateway.admin.mount import mount
 from gateway.clock import SYSTEM, Clock
 from gateway.config import Settings
@@ -22,30 +22,34 @@ from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2, api_v2_get
 from gateway.edge.fields import MAX_BODY
 from gateway.edge.memory import Reclaimer
-from gateway.edge.peers import client_address, parse_networks
+from gateway.edge.peers import client_address
 from gateway.edge.probes import healthz, lifecycle, livez, readyz, scrape
-from gateway.edge.timeouts import ReadTimeouts
-from gateway.wiring import TransportFactory, open_resources, release_idle
+from gateway.edge.reload import Reloader, apply_settings
+from gateway.wiring import TransportFactory, WebhookTransport, open_lasting, release_idle
 
 
 def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = None,
-               transport: TransportFactory | None = None, clock: Clock = SYSTEM) -> Litestar:
+               transport: TransportFactory | None = None, clock: Clock = SYSTEM,
+               config_path: Path | None = None,
+               webhook_transport: WebhookTransport | None = None) -> Litestar:
     """The ASGI app. Its lifespan opens every resource (`gateway.wiring`) and closes it.
-    `data_dir`: the gateway's data directory (its `journal/` is kept there)."""
+    `data_dir`: the gateway's data directory (its `journal/` is kept there).
+    `config_path`: the file `settings` came from; with it the config can be reloaded
+    (SIGHUP, the dashboard, `POST /admin/api/reload`)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            resources = await stack.enter_async_context(
-                open_resources(settings, redis_url, transport=transport, clock=clock,
-                               journal_dir=data_dir / "journal" if data_dir else None))
-            actions = Actions(resources)
-            stack.push_async_callback(actions.aclose)
-            app.state.resources = resources
-            app.state.actions = actions
-            app.state.outage.events = resources.events  # Redis outages are alerts too
+            lasting = await stack.enter_async_context(open_lasting(
+                redis_url, clock=clock, journal_dir=data_dir / "journal" if data_dir else None))
+            reloader = Reloader(app.state, lasting, config_path, transport=transport,
+                                webhook_transport=webhook_transport)
+            stack.push_async_callback(reloader.aclose)
+            await reloader.start(settings)
+            app.state.reloader = reloader
+            reloader.listen()
             reclaimer: Reclaimer = app.state.reclaimer
-            reclaimer.hooks.append(lambda: release_idle(resources))
+            reclaimer.hooks.append(lambda: release_idle(app.state.resources))
             reclaiming = asyncio.create_task(reclaimer.run())
             stack.callback(reclaiming.cancel)
             yield
@@ -62,11 +66,7 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
         openapi_config=None,
         logging_config=None,
     )
-    app.state.always_200 = settings.gateway.error_status == "always-200"
     app.state.outage = Outage()
     app.state.reclaimer = Reclaimer()  # memory back after a burst (gateway.edge.memory)
-    app.state.admission = asyncio.Semaphore(settings.gateway.max_in_flight)
-    app.state.trusted_networks = parse_networks(settings.gateway.trusted_proxies)
-    app.state.read_timeouts = ReadTimeouts(settings.gateway.header_timeout_s,
-                                           settings.gateway.body_timeout_s)
+    apply_settings(app.state, settings)
     return app

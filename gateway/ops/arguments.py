@@ -43,9 +43,13 @@ def _serving(sub: argparse._SubParsersAction[argparse.ArgumentParser], config: s
 
 
 def _orders(sub: argparse._SubParsersAction[argparse.ArgumentParser], data: str) -> None:
-    p = sub.add_parser("orders", help="orders whose outcome is not known, and resolving them")
+    p = sub.add_parser("orders", help="one order's history; orders whose outcome is not "
+                       "known, and resolving them")
     osub = p.add_subparsers(dest="sub", required=True)
     q = osub.add_parser("unknown", help="orders whose upstream outcome is not known")
+    _data(q, data)
+    q = osub.add_parser("show", help="one order: routing, money and status history")
+    q.add_argument("order", type=int, help="the gateway's order id")
     _data(q, data)
     q = osub.add_parser("resolve", help="settle an unknown order")
     q.add_argument("order", type=int, help="the gateway's order id")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 ENV_CONFIG = "SMM_GATEWAY_CONFIG"
 ENV_DATA = "SMM_GATEWAY_DATA"
 ENV_REDIS = "REDIS_URL"
-ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client in each worker
 DEFAULT_CONFIG = "providers.yaml"
 DEFAULT_DATA = "./data"
 DEMO_DATA = "./data/demo"
@@ -53,9 +51,11 @@ def app_factory() -> Any:
     from gateway.edge.app import create_app
     from gateway.ops import logs
 
-    settings = load_settings(os.environ[ENV_CONFIG])
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app listens (a config reload)
+    path = Path(os.environ[ENV_CONFIG])
+    settings = load_settings(path)
     logs.setup(settings.gateway.log_level)
-    return create_app(settings, os.environ[ENV_REDIS],
+    return create_app(settings, os.environ[ENV_REDIS], config_path=path,
                       data_dir=Path(os.environ.get(ENV_DATA) or DEFAULT_DATA))
 
 
@@ -105,45 +105,14 @@ def _exit_on_sigterm() -> None:
 
     uvicorn restores the previous handler after its graceful shutdown and re-raises
     the signal; with the default handler the process would die on the spot.
+    SIGHUP (a config reload, `gateway.edge.reload`) is ignored until the app listens
+    for it: it must never kill a gateway that is still starting (workers inherit it).
     """
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, handler)
-
-
-@contextmanager
-def metrics_dir(data_dir: str, workers: int) -> Iterator[None]:
-    """Several workers: prometheus-client's multiprocess mode, its files in
-    `<data-dir>/metrics/<this pid>` (one per serve: serves sharing a data dir never
-    mix), made empty, removed at exit; those of serves that are gone are removed."""
-    os.environ.pop(ENV_METRICS, None)
-    if workers <= 1:
-        yield
-        return
-    root = Path(data_dir) / "metrics"
-    for old in root.glob("*"):
-        if old.name.isdigit() and not _alive(int(old.name)):
-            shutil.rmtree(old, ignore_errors=True)
-    mine = root / str(os.getpid())
-    shutil.rmtree(mine, ignore_errors=True)
-    mine.mkdir(parents=True, mode=0o700)
-    os.environ[ENV_METRICS] = str(mine.resolve())
-    try:
-        yield
-    finally:
-        os.environ.pop(ENV_METRICS, None)
-        shutil.rmtree(mine, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: alive
-    return True
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def serve(config: str, host: str, port: int, workers: int, data_dir: str,
@@ -151,7 +120,9 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str,
     import uvicorn
 
     from gateway.edge.memory import system_allocator
+    from gateway.edge.reload import ENV_SUPERVISOR
     from gateway.edge.timeouts import TimedHttpToolsProtocol
+    from gateway.ops.workers import Supervisor, metrics_dir
 
     settings = _load(config)
     system_allocator(argv)
@@ -163,12 +134,21 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str,
         print(f"smm-gateway listening on http://{host}:{port}/api/v2 "
               f"({len(settings.providers)} providers, {len(settings.services)} services)",
               flush=True)
+        options: dict[str, Any] = dict(
+            factory=True, host=host, port=port, loop="uvloop", http=TimedHttpToolsProtocol,
+            lifespan="on", access_log=False, log_config=None, proxy_headers=False,
+            server_header=False, timeout_graceful_shutdown=10)
         with metrics_dir(data_dir, workers):
-            uvicorn.run("gateway.ops.cli:app_factory", factory=True, host=host, port=port,
-                        workers=workers if workers > 1 else None, loop="uvloop",
-                        http=TimedHttpToolsProtocol, lifespan="on", access_log=False,
-                        log_config=None, proxy_headers=False, server_header=False,
-                        timeout_graceful_shutdown=10)
+            if workers <= 1:
+                uvicorn.run("gateway.ops.cli:app_factory", **options)
+                return
+            # SIGHUP: a live reload of every worker, not uvicorn's rolling restart
+            os.environ[ENV_SUPERVISOR] = str(os.getpid())
+            from gateway.ops import logs
+
+            logs.setup(settings.gateway.log_level)
+            Supervisor(uvicorn.Config("gateway.ops.cli:app_factory", workers=workers, **options),
+                       os.environ[ENV_CONFIG]).run()
 
 
 def check_config(path: str) -> int:
@@ -361,6 +341,10 @@ def _admin_command(args: argparse.Namespace) -> Callable[[AnyRedis], Awaitable[l
     if args.command == "orders":
         if args.sub == "unknown":
             return a.orders_unknown
+        if args.sub == "show":
+            from gateway.ops.show import order_lines
+
+            return lambda r: order_lines(r, args.order)
         return lambda r: a.orders_resolve(r, args.order, args.placed)
     sub = args.sub
     if sub == "create":

@@ -4,13 +4,14 @@
 (`gateway.wiring`, without its background tasks) and ask the same candidate
 decision as `add` (`gateway.routing.decide`), without taking a breaker's probe:
 `gateway.admin.explain`, which the dashboard's Catalog page shows as a table.
+Under each candidate: its scorecard (`gateway.state.scores`).
 """
 
 from __future__ import annotations
 
 import time
 
-from gateway.admin.explain import unlisted, verdicts, why_absent
+from gateway.admin.explain import scorecards, unlisted, verdicts, why_absent
 from gateway.money import THOUSAND, wire
 from gateway.wiring import Resources
 
@@ -36,6 +37,7 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
         lines.append(f"  the gateway refuses this quantity (range {view.min}..{view.max})")
     picked = False
     total = quantity * (runs or 1)
+    cards = await scorecards(ctx)
     for choice in await verdicts(ctx, view, quantity, runs):
         c = choice.candidate
         cost = wire(c.cost_rate * total / THOUSAND)
@@ -47,6 +49,9 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
             verdict = f"skipped: {choice.reason}"
         lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
                      f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
+        card = cards.get((c.provider, c.upstream.service))
+        if card is not None:
+            lines.append(f"      score: {card.summary()}")
     for provider, sid, why in unlisted(ctx, view):
         lines.append(f"  {provider} #{sid}: skipped: {why}")
     if not picked:
@@ -66,6 +71,7 @@ async def show(ctx: Resources) -> list[str]:
         lines.append(f"provider {name}: list {age}, {balance}, "
                      f"breaker {await ctx.breakers.state(name)}")
     lines.append("")
+    cards = await scorecards(ctx)
     for view in ctx.catalog.views.values():
         held = " (held: confirm to change)" if view.id in ctx.catalog.held else ""
         lines.append(f"{view.id:>7}  {view.settings.name}  {wire(view.rate)} {currency}/1000"
@@ -77,8 +83,10 @@ async def show(ctx: Resources) -> list[str]:
             mark = "->" if ch is first else "  "
             state = "probe due" if ch.probe else await ctx.breakers.state(c.provider)
             note = f"  ({ch.reason})" if ch.reason else ""
+            card = cards.get((c.provider, c.upstream.service))
+            score = f"  [{card.brief()}]" if card is not None else ""
             lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
-                         f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}")
+                         f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}{score}")
         for provider, sid, why in unlisted(ctx, view):
             lines.append(f"            {provider:<14} #{sid:<8} {why}")
     for svc in ctx.settings.services:

@@ -26,6 +26,12 @@ def refill_bucket(refill_id: int) -> str:
     return f"{PREFIX}r:{{{refill_id // BUCKET}}}"
 
 
+def history_bucket(order_id: int) -> str:
+    """Status histories of a bucket of orders (`gateway.state.history`): field `<id>`,
+    a packed blob of a few dozen bytes; same hash tag as the order's record bucket."""
+    return f"{PREFIX}h:{{{order_id // BUCKET}}}"
+
+
 def catalog(provider: str) -> str:
     """Cached upstream service list of one provider (msgpack CatalogEntry)."""
     return f"{PREFIX}cat:{{{provider}}}"
@@ -113,6 +119,12 @@ def balance_lock(provider: str) -> str:
     return f"{PREFIX}bal:{{{provider}}}:lock"
 
 
+def score(provider: str, service: str) -> str:
+    """Scorecard of one provider service (`gateway.state.scores`): a hash of decayed
+    sums and their last update time; same hash tag as the provider's breaker."""
+    return f"{PREFIX}sc:{{{provider}}}:{service}"
+
+
 # --- catalog ------------------------------------------------------------------
 
 PUBLISHED_RATES = PREFIX + "rates"  # service id -> the advertised rate last confirmed
@@ -162,3 +174,12 @@ def stats_day(day: str) -> str:
 def stats_minute(minute: int) -> str:
     """Orders placed in one minute (unix time // 60), kept two hours."""
     return f"{PREFIX}{{stats}}:m:{minute}"
+
+
+# --- one active order per link (gateway.state.links) --------------------------------
+
+
+def link_mark(digest_hex: str) -> str:
+    """The order holding a link within a service family (`"<order id>:<taken ms>:
+    <service>:<client>"`, with a TTL), by the SHA-256 of family and normalised link."""
+    return f"{PREFIX}link:{{{digest_hex}}}"

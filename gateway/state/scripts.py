@@ -223,3 +223,93 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
+
+# --- one active order per link ----------------------------------------------------
+
+# KEYS: link mark. ARGV: mark ("<order>:<ms>:<service>:<client>"), ttl ms, the mark
+# it may replace ('': only a free link). Takes the link (nil), or returns the mark
+# that holds it: a caller that found the holder done passes its mark, and takes the
+# link only if it is still that one.
+LINK_TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[3] then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# --- order histories and scorecards (gateway.state.history, gateway.state.scores) --
+
+# A history blob is <flags byte><entry>...; an entry is <len><code><time, 4 bytes>
+# <payload>, len counting the bytes after itself. KEYS: history bucket. ARGV: max
+# entries, max bytes, then per entry: field, entry, mode, claim. Modes: 'c' a status
+# change (skipped when the order's last status entry says the same), 'o' once
+# (skipped when any entry says the same), 'a' always. `claim` is a bit mask of
+# events to count once (gateway.state.history.SEEN, ...). Bounded: past the limits
+# the oldest entries after the first are dropped. Returns per entry -1 (skipped,
+# another replica recorded it) or the claimed bits no one had set before.
+HISTORY_APPEND = """
+local function starts(blob)
+  local at, out = 2, {}
+  while at <= #blob do out[#out + 1] = at; at = at + 1 + string.byte(blob, at) end
+  return out
+end
+local function said(blob, at)
+  return string.sub(blob, at + 1, at + 1) .. string.sub(blob, at + 6, at + string.byte(blob, at))
+end
+local maxn, maxb = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 4 do
+  local field, entry, mode, claim = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local blob = redis.call('HGET', KEYS[1], field) or string.char(0)
+  local at = starts(blob)
+  local new, skip = said(entry, 1), false
+  for j = #at, 1, -1 do
+    if mode == 'a' then break end
+    if mode == 'o' and said(blob, at[j]) == new then skip = true; break end
+    if mode == 'c' and string.byte(blob, at[j] + 1) < 16 then
+      skip = said(blob, at[j]) == new
+      break
+    end
+  end
+  if skip then
+    out[#out + 1] = -1
+  else
+    local flags = string.byte(blob, 1)
+    local got = bit.band(claim, bit.bnot(flags))
+    blob = string.char(bit.bor(flags, got)) .. string.sub(blob, 2) .. entry
+    at = starts(blob)
+    while #at > 2 and (#at > maxn or #blob > maxb) do
+      blob = string.sub(blob, 1, at[2] - 1) .. string.sub(blob, at[3])
+      at = starts(blob)
+    end
+    redis.call('HSET', KEYS[1], field, blob)
+    out[#out + 1] = got
+  end
+end
+return out
+"""
+
+# KEYS: scorecard. ARGV: now (s), decay time constant (s), ttl (s), then pairs of
+# field, amount. Every sum decays by exp(-elapsed / tau) since the card's time `t`,
+# then the amounts are added; a replica whose clock is behind adds at the card's
+# time. O(fields), one call. Returns the card after the update (HGETALL's shape).
+SCORE_ADD = """
+local now, tau = tonumber(ARGV[1]), tonumber(ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local t, sums = now, {}
+for i = 1, #all, 2 do
+  if all[i] == 't' then t = tonumber(all[i + 1]) else sums[all[i]] = tonumber(all[i + 1]) end
+end
+local f = 1
+if now > t then f = math.exp(-(now - t) / tau) else now = t end
+for k, v in pairs(sums) do sums[k] = v * f end
+for i = 4, #ARGV, 2 do sums[ARGV[i]] = (sums[ARGV[i]] or 0) + tonumber(ARGV[i + 1]) end
+local card = {'t', string.format('%.3f', now)}
+for k, v in pairs(sums) do
+  card[#card + 1] = k
+  card[#card + 1] = string.format('%.9g', v)
+end
+redis.call('HSET', KEYS[1], unpack(card))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return card
+"""
