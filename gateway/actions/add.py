@@ -8,6 +8,14 @@ waits for it. The owner holds a lease on the claim while it works; a retry
 after the owner died answers from the order record the claim names, and
 places the order anew only when that order provably never went out.
 Placing the order is `Dispatcher.place`.
+
+With the link guard on for the service (`link_guard`), the order must first hold
+its link within the service's family (`gateway.state.links`): while another
+order on the link is active the answer is ACTIVE_LINK, nothing is reserved and
+nothing is sent. A repeat answered from a claim never gets that far, and the
+answer is not kept for an Idempotency-Key (the retry it invites can succeed).
+An order that places nothing gives its link back; one whose outcome is unknown
+keeps it.
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ from gateway.routing.plan import family
 from gateway.routing.views import ServiceView
 from gateway.state.claims import IDEMPOTENCY_TTL_S, Answer, Claims, Lapsed, Owned
 from gateway.state.clients import ClientRecord
+from gateway.state.links import Held, Links
 from gateway.state.orders import Orders
 from gateway.wire import ENCODER, OrderAnswer
 
 log = logging.getLogger("gateway.actions")
 _order_dec = msgspec.json.Decoder(OrderAnswer)
+ACTIVE_LINK = "You have active order with this link. Please wait until order being completed."
 # answers a retry may change: not kept for the Idempotency-Key
-_TEMPORARY = frozenset({UNAVAILABLE, FUNDS})
+_TEMPORARY = frozenset({UNAVAILABLE, FUNDS, ACTIVE_LINK})
 
 
 class Add:
@@ -44,6 +54,7 @@ class Add:
         self._claims = claims
         self._orders = orders
         self._dispatcher = dispatcher
+        self._links = Links(orders, dispatcher.clock)
 
     def _view(self, client: ClientRecord, fields: Mapping[str, str]) -> ServiceView:
         service_id = parse_service_id(fields)
@@ -137,13 +148,30 @@ class Add:
             raise ClientError("Drip-feed is not available for this service")
         if order_id is None:
             order_id = await self._orders.next_order_id()
-        return await self._dispatcher.place(client, view, order, order_id)
+        if not view.link_guard:
+            return await self._dispatcher.place(client, view, order, order_id)
+        taken = await self._links.take(view.link_family, order.link, order_id,
+                                       view.link_ttl_s, client.name, view.id)
+        if isinstance(taken, Held):
+            log.info("add: link held by an active order", extra={
+                "order": order_id, "service": view.id, "holder": taken.order})
+            raise ClientError(ACTIVE_LINK)
+        try:
+            return await self._dispatcher.place(client, view, order, order_id)
+        except ClientError as exc:
+            if exc.message != NOT_CONFIRMED:  # placed nothing: the link is free again
+                await _quietly(self._links.release(taken))
+            raise
+        except StoreUnavailable:  # nothing went out
+            await _quietly(self._links.release(taken))
+            raise
 
 
 async def _quietly(bookkeeping: Awaitable[object]) -> None:
-    """Claim bookkeeping after the outcome is known never changes the answer: if Redis
-    cannot take it, the lease lapses and a retry answers from the order record."""
+    """Bookkeeping after the outcome is known never changes the answer: if Redis
+    cannot take it, a claim's lease lapses and a retry answers from the order record;
+    a link not given back is taken over once its order's record shows it placed nothing."""
     try:
         await bookkeeping
     except StoreUnavailable as exc:
-        log.warning("add: idempotency claim not updated", extra={"error": exc.message})
+        log.warning("add: bookkeeping not updated", extra={"error": exc.message})

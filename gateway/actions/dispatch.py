@@ -78,6 +78,10 @@ class Dispatcher:
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     async def aclose(self) -> None:
         """Wait for the dispatches in flight and the background work (balance refreshes)."""
         while self._tasks:
@@ -89,7 +93,7 @@ class Dispatcher:
 
     async def place(self, client: ClientRecord, view: ServiceView,
                     order: AddRequest, order_id: int) -> OrderAnswer:
-        picked = decide.choices(view, order.quantity, order.runs, self._balances)
+        picked = decide.choices(view, order.quantity, order.runs, self._balances, client)
         if not usable(picked):
             log.warning("add: no candidate", extra={
                 "service": view.id, "reasons": [c.reason for c in picked]})

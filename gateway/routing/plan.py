@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.models import UpstreamService
+from gateway.money import wire
 
 FEATURE_FLAGS = ("refill", "cancel")
 
@@ -34,6 +35,26 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientRules:
+    """A client's routing rules: the providers that may fill its orders and the most
+    the gateway may pay for them per 1000 (gateway currency)."""
+
+    allow: frozenset[str] | None = None  # None: every provider not denied
+    deny: frozenset[str] = frozenset()
+    max_rate: Decimal | None = None
+
+    def reason(self, c: Candidate) -> str | None:
+        if c.provider in self.deny or (self.allow is not None and c.provider not in self.allow):
+            return "client rules: provider not allowed for this client"
+        if self.max_rate is not None and c.cost_rate > self.max_rate:
+            return f"client rules: over the client's max rate ({wire(self.max_rate)})"
+        return None
+
+
+NO_RULES = ClientRules()
+
+
+@dataclass(frozen=True, slots=True)
 class Needs:
     quantity: int  # per run
     runs: int | None
@@ -41,6 +62,7 @@ class Needs:
     features: tuple[str, ...]  # flags the gateway service promises (refill, cancel)
     max_rate: Decimal | None  # a fixed-price service never routes above its price
     dripfeed_trusted: bool = False  # the operator vouches for candidates' drip-feed
+    client: ClientRules = NO_RULES  # the ordering client's own rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +84,7 @@ def _skip_reason(c: Candidate, needs: Needs) -> str | None:
             return f"feature missing: {name}"
     if needs.max_rate is not None and c.cost_rate > needs.max_rate:
         return "over price"
-    return None
+    return needs.client.reason(c)
 
 
 def plan(candidates: Iterable[Candidate], needs: Needs,

@@ -34,6 +34,9 @@ class ServiceView:
     form: Any
     max_cost: Decimal | None = None  # routing never pays more per 1000 than this
     markup: Decimal = Decimal(1)
+    link_guard: bool = False  # one active order per link within `link_family`
+    link_family: str = ""  # "name:<link_family>" when configured, else "id:<service id>"
+    link_ttl_s: float = 0.0  # a link's mark lapses after this at the latest
 
     @property
     def id(self) -> int:
@@ -99,7 +102,17 @@ def build_view(svc: ServiceSettings, lists: Mapping[str, Mapping[str, UpstreamSe
         form=form if family(svc.type) != "default" else None,
         max_cost=max_cost,
         markup=markup,
+        link_guard=svc.link_guard if svc.link_guard is not None else gateway.link_guard,
+        link_family=link_family(svc),
+        link_ttl_s=gateway.link_guard_ttl_s,
     )
+
+
+def link_family(svc: ServiceSettings) -> str:
+    """The services whose orders share one active order per link: those configured with
+    the same `link_family`, else the service alone."""
+    name = (svc.link_family or "").strip()
+    return f"name:{name}" if name else f"id:{svc.id}"
 
 
 def sources(lists: Mapping[str, dict[str, UpstreamService]],

@@ -3,7 +3,8 @@
 A client record holds how a client is billed (`operator`: the owner's key, whose
 `balance` is the upstreams' sum; `ledger`: a reseller with a prepaid balance),
 its prices (a markup on the gateway's rate or per-service prices), the services
-it may see and order, its rate limit and its duplicate-order window.
+it may see and order, its rate limit, its duplicate-order window and its routing
+rules (allowed or denied providers, the most paid per 1000).
 
 Only the SHA-256 of a key is stored. Lookups are cached in each process for
 CACHE_S seconds, so disabling or rotating a key takes effect on every replica
@@ -57,6 +58,11 @@ class ClientRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     error_status: ErrorStatus | None = None  # None: the gateway-wide setting
     # digest of the config entry this record was last seeded from ("": not from the config)
     config_digest: str = ""
+    # routing rules, applied by every replica: the providers that may fill this client's
+    # orders (None: all), those that may not, and the most paid per 1000 (None: no cap)
+    allow_providers: list[str] | None = None
+    deny_providers: list[str] = []
+    max_rate: Decimal | None = None
 
     def allows(self, service_id: int) -> bool:
         return self.services is None or service_id in self.services
@@ -165,15 +171,27 @@ class Directory:
                 prices=dict(c.prices), services=c.services, active=True,
                 rate_limit=c.rate_limit, burst=c.burst, dup_window_s=c.dup_window_s,
                 error_status=c.error_status, config_digest=seed,
+                allow_providers=c.providers.allow if c.providers else None,
+                deny_providers=list(c.providers.deny or []) if c.providers else [],
+                max_rate=c.max_rate,
                 created=existing.created if existing else self._clock.time())
             if existing is not None:
                 _log_reseed(existing, record)
             await self.put(record, old_digest=existing.key_digest if existing else None)
 
 
+# fields added to ClientSettings later: left out of the digest while unset, so an entry
+# that does not use them keeps its digest (and is not re-imported over `keys rotate`)
+_LATER_FIELDS = ("providers", "max_rate")
+
+
 def config_digest(c: ClientSettings) -> str:
     """Digest of a client's config entry as loaded (environment values included)."""
-    return sha256_hex(msgspec.json.encode(c))
+    entry = msgspec.to_builtins(c)
+    for name in _LATER_FIELDS:
+        if entry.get(name) is None:
+            entry.pop(name, None)
+    return sha256_hex(msgspec.json.encode(entry))
 
 
 def _log_reseed(old: ClientRecord, new: ClientRecord) -> None:

@@ -140,7 +140,7 @@ async def fill_pool(redis: AnyRedis) -> None:
     if isinstance(redis, RedisCluster):
         return  # one pool per node, opened as the slots are used
     pool = redis.connection_pool
-    held = [await pool.get_connection("PING")  # type: ignore[no-untyped-call]
+    held = [await pool.get_connection()  # type: ignore[no-untyped-call]
             for _ in range(pool.max_connections)]
     try:
         await asyncio.gather(*(c.connect() for c in held))
