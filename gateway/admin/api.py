@@ -16,6 +16,7 @@ the new key that `POST /admin/api/clients` and `.../rotate` show once.
     POST /admin/api/clients/{name}/rotate | disable | enable
     POST /admin/api/clients/{name}/topup     {"amount": "10", "note": "..."}
     POST /admin/api/reload                   read the config file again, swap it in live
+    GET  /admin/api/alerts                   the latest alerts, newest first
     GET  /admin/api/audit
 """
 
@@ -64,8 +65,16 @@ async def overview_data(request: Req) -> dict[str, Any]:
     r = c.resources(request)
     now = r.clock.time()
     stats = c.stats(request)
-    return queries.overview(r, await stats.days(now), await stats.minutes(now),
+    data = queries.overview(r, await stats.days(now), await stats.minutes(now),
                             await r.orders.unknown_orders())
+    data["alerts"] = await recent_alerts(request, 20)
+    return data
+
+
+async def recent_alerts(request: Req, limit: int) -> list[dict[str, Any]]:
+    """The newest alerts first (the ones webhooks were sent, `gateway.alerts`)."""
+    alerts = await console(request).resources(request).alerts.recent(limit)
+    return [msgspec.to_builtins(a) for a in alerts]
 
 
 @get("/api/overview", include_in_schema=False)
@@ -199,6 +208,12 @@ async def api_reload(request: Req) -> Response[bytes]:
     return _json(result.as_dict(), status=200 if result.ok else 422)
 
 
+@get("/api/alerts", include_in_schema=False)
+async def api_alerts(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    return _json({"alerts": await recent_alerts(request, 200)})
+
+
 @get("/api/audit", include_in_schema=False)
 async def api_audit(request: Req) -> Response[bytes]:
     await api_actor(request, write=False)
@@ -207,5 +222,5 @@ async def api_audit(request: Req) -> Response[bytes]:
 
 HANDLERS = [api_overview, api_providers, api_orders, api_order, api_resolve, api_catalog,
             api_confirm, api_clients, api_client, api_create, api_client_change, api_reload,
-            api_audit]
+            api_alerts, api_audit]
 __all__ = ["HANDLERS", "AdminError", "overview_data", "search_args", "service_json"]

@@ -285,3 +285,31 @@ async def test_no_answer_shows_a_provider_key_or_a_client_key(app: App) -> None:
                  "/admin/catalog", "/admin/clients", "/admin/clients/alice"):
         r = await app.http.get(path)
         assert r.status_code == 200 and not any(secret in r.text for secret in secrets), path
+
+
+@with_admin
+async def test_alerts_are_listed_on_the_overview(app: App) -> None:
+    """An alert the gateway raised (here: an order whose outcome is unknown) is listed by
+    /admin/api/alerts, in the overview's data and on the Overview page."""
+    import html
+
+    import anyio
+
+    assert (await api(app, "GET", "/alerts")).json() == {"alerts": []}
+    assert is_json_error(await api(app, "GET", "/alerts", headers={}), 401)
+    app.providers["prov-a"].fail("add", HttpStatus(500))
+    r = await app.post(action="add", service=1, link="https://t/alert", quantity=100)
+    assert "could not be confirmed" in r.json()["error"]
+    with anyio.fail_after(5):
+        while not (alerts := (await api(app, "GET", "/alerts")).json()["alerts"]):
+            await anyio.sleep(0.02)
+    assert [(a["kind"], a["severity"]) for a in alerts] == [("order_unknown", "critical")]
+    overview = (await api(app, "GET", "/overview")).json()
+    assert [a["kind"] for a in overview["alerts"]] == ["order_unknown"]
+    login = await app.http.get("/admin/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert token is not None
+    await app.http.post("/admin/login", data={"key": ADMIN, "csrf": token.group(1)})
+    page = await app.http.get("/admin/")
+    assert page.status_code == 200 and 'id="alerts"' in page.text
+    assert html.escape(alerts[0]["message"]) in page.text
