@@ -277,7 +277,7 @@ def _operator_hint(config: Path, data: Path) -> list[str]:
 
 
 def demo(port: int, data_dir: str) -> None:
-    from gateway.sim.demo import clean_data_dir, write_demo
+    from gateway.sim.demo import DEMO_ADMIN_KEY, clean_data_dir, write_demo
     from gateway.state.embedded import running_url
 
     data = Path(data_dir)
@@ -299,6 +299,7 @@ def demo(port: int, data_dir: str) -> None:
                   "(its orders, keys and simulated providers are gone)")
         print(f"demo: two simulated providers started; config written to {config}")
         print("demo: client key: demo-key")
+        print(f"demo: dashboard  http://127.0.0.1:{port}/admin/  (admin key: {DEMO_ADMIN_KEY})")
         print(f"demo: try  curl -s http://127.0.0.1:{port}/api/v2 "
               "-d key=demo-key -d action=services")
         print("\n".join(_operator_hint(config, data)), flush=True)

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 DEMO_KEY = "demo-key"
+DEMO_ADMIN_KEY = "demo-admin-key-change-me"  # the dashboard's; a real one is secret
 CONFIG_NAME = "demo.yaml"
 # seconds a simulated order takes from Pending through In progress to Completed:
 # long enough to cancel an order by hand, short enough to refill one soon after
@@ -40,6 +41,7 @@ gateway:
   order_id_start: 100000
   refill_id_start: 1000
   status_cache_s: 0        # the demo asks the simulators on every status poll
+  admin_key: {admin_key}   # the dashboard: http://127.0.0.1:PORT/admin/
 clients:
   - name: demo
     key: {key}
@@ -89,7 +91,7 @@ def write_demo(data_dir: Path, port: int) -> tuple[Path, list[list[str]]]:
     catalog = data_dir / "testedsmm-catalog.json"
     catalog.write_text(json.dumps(TESTED_CATALOG, indent=2))
     config = data_dir / CONFIG_NAME
-    config.write_text(DEMO_CONFIG.format(key=DEMO_KEY, p1=p1, p2=p2))
+    config.write_text(DEMO_CONFIG.format(key=DEMO_KEY, p1=p1, p2=p2, admin_key=DEMO_ADMIN_KEY))
     sims = [
         ["--port", str(p1), "--dialect", "toksmm", "--progress-s", str(PROGRESS_S)],
         ["--port", str(p2), "--dialect", "testedsmm", "--catalog", str(catalog),
