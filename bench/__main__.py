@@ -84,16 +84,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"only these scenarios/extras: {', '.join(SCENARIOS + plan.EXTRAS)}")
     p.add_argument("--profile", nargs="*", metavar="SCENARIO", choices=SCENARIOS,
                    help="py-spy the gateway at c64 during these scenarios (default: status add)")
-    p.add_argument("--profile-seconds", type=float, help="default 10; smoke 2")
-    p.add_argument("--soak-seconds", type=float, help="default 300; smoke 2")
-    p.add_argument("--redis-orders", type=int, help="default 1,000,000; smoke 10,000")
+    p.add_argument("--profile-seconds", type=float, help="default 10; smoke 1")
+    p.add_argument("--soak-seconds", type=float, help="default 300; smoke 1")
+    p.add_argument("--redis-orders", type=int, help="default 1,000,000; smoke 2,000")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     smoke = args.smoke
     defaults = {"rounds": (1, 3), "duration": (0.5, 3.0), "warmup": (0.0, 1.0),
-                "profile_seconds": (2.0, 10.0), "soak_seconds": (2.0, 300.0),
-                "redis_orders": (10_000, 1_000_000)}
+                "profile_seconds": (1.0, 10.0), "soak_seconds": (1.0, 300.0),
+                "redis_orders": (2_000, 1_000_000)}
     for name, (small, big) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if smoke else big)

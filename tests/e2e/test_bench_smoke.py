@@ -41,7 +41,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     kinds = {t["kind"] for t in doc["targets"]}
     assert kinds == TARGET_KINDS
     assert all(t["figure"] for t in doc["targets"])
-    assert doc["redis_memory"]["orders"] == 10_000
+    assert doc["redis_memory"]["orders"] == 2_000
     assert doc["redis_memory"]["bytes_per_order"] > 0
     assert doc["soak"]["samples"]
 

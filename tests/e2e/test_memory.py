@@ -35,7 +35,7 @@ import pytest
 from harness import Gateway, Sim
 
 CONNECTIONS = 1000
-LOAD_S = 3.0
+LOAD_S = 2.0
 SETTLE_S = 2.0  # the gateway reclaims after 1 s of quiet
 IDLE_S = 5.0  # the most quiet the test waits for RSS to come back
 RETURN_WITHIN = 0.10  # issue 10: RSS after the load within 10 % of before it
@@ -248,7 +248,7 @@ def test_rss_after_1000_connections(stack: tuple[Gateway, Sim, Sim], many_files:
     assert growth <= RETURN_WITHIN, figures
 
 
-BLOCKS = 5
+BLOCKS = 4
 BLOCK_CONNECTIONS = 50
 BLOCK_EACH = 24  # requests per connection per block: 1,200 a block
 LEAK_SLACK_KIB = 2048  # over 4 blocks (4,800 requests): ~440 bytes a request
