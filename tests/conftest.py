@@ -17,12 +17,18 @@ import pytest
 from gateway.state.embedded import EmbeddedRedis
 
 
+EMBEDDED_DATABASES = 1024  # tests that outlive their turn (module fixtures) never share one
+
+
 def _databases() -> range:
-    """Databases 1..15 are handed out to tests in turn (0 is left alone); under
-    pytest-xdist with one shared REDIS_URL, each worker takes its own share."""
+    """Databases are handed out to tests in turn (0 is left alone): 1..1023 of the
+    embedded Redis, 1..15 of a `REDIS_URL` one; under pytest-xdist with one shared
+    REDIS_URL, each worker takes its own share."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if not worker or not os.environ.get("REDIS_URL") or count < 2:
+    if not os.environ.get("REDIS_URL"):
+        return range(1, EMBEDDED_DATABASES)
+    if not worker or count < 2:
         return range(1, 16)
     share = max(1, 15 // count)
     first = 1 + int(worker.removeprefix("gw")) * share
@@ -46,7 +52,7 @@ def redis_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), databases=EMBEDDED_DATABASES)
     server.start()
     try:
         yield server.url

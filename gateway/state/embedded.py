@@ -75,9 +75,11 @@ def private_dir(path: Path) -> None:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: str | Path, port: int | None = None,
+                 databases: int = 16) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.databases = databases
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -91,6 +93,7 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", "everysec",
+            "--databases", str(self.databases),
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
