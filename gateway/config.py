@@ -20,6 +20,7 @@ import yaml
 from gateway.errors import ConfigError
 
 ErrorStatus = Literal["standard", "always-200"]
+PolicyName = Literal["cheapest", "best_value", "fastest"]  # gateway.routing.policy
 TransportName = Literal["httpx", "httpx-aiohttp", "aiohttp"]
 
 DEFAULT_TIMEOUT_S = 15.0
@@ -71,6 +72,21 @@ class GatewaySettings(_Config, kw_only=True):
     # one active order per link and service family (a service's own `link_guard` wins)
     link_guard: bool = False
     link_guard_ttl_s: float = 2592000.0  # a link's mark lapses after this (30 days) at worst
+    # routing policies (gateway.routing.policy); a service's own `policy` etc. win
+    policy: PolicyName = "cheapest"
+    min_evidence: float = 20.0  # scorecard weight `n` under which the neutral prior holds
+    min_success: float | None = None  # floor on the completed share (None: no floor)
+    explore_share: float = 0.0  # share of orders sent to a candidate with too little evidence
+    slow_start_after_s: float = 3600.0  # best_value: mean starts slower than this cost ...
+    slow_start_penalty: float = 0.05  # ... this much more per hour beyond it
+    refill_refusal_penalty: float = 0.25  # best_value: x (1 + this x refills failed share)
+    fastest_max_factor: Decimal = Decimal("1.5")  # fastest: cap over the cheapest rate
+    policy_cache_s: float = 5.0  # scorecards reused this long per process (0: every add)
+    # order rescue (gateway.actions.rescue): a service's own `rescue_after_s` wins; 0: off
+    rescue_after_s: float = 0.0  # an order not started this long after placement is moved
+    max_rescues: int = 1  # re-placements per order
+    rescue_every_s: float = 5.0  # how often the rescue job looks (one replica at a time)
+    rescue_confirm_s: float = 60.0  # how long a cancel may take to show `Canceled`
 
 
 class ProviderRules(_Config, kw_only=True):
@@ -139,6 +155,12 @@ class ServiceSettings(_Config, kw_only=True):
     link_guard: bool | None = None  # None: gateway.link_guard
     # services sharing a link_family share one active order per link (default: this id)
     link_family: str | None = None
+    policy: PolicyName | None = None  # None: gateway.policy
+    min_success: float | None = None  # None: gateway.min_success
+    explore_share: float | None = None  # None: gateway.explore_share
+    max_rate: Decimal | None = None  # fastest: the most it pays per 1000 (else the factor)
+    rescue_after_s: float | None = None  # None: gateway.rescue_after_s; 0: off
+    max_rescues: int | None = None  # None: gateway.max_rescues
 
 
 class AlertSettings(_Config, kw_only=True):

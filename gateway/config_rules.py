@@ -227,6 +227,12 @@ def _check_services(s: Settings, fail: Report, broken: set[str]) -> None:
                 fail(["services", i, field], f"{field} must be > 0")
         if not svc.upstreams:
             fail(["services", i, "upstreams"], "a service needs at least one upstream")
+        _check_shares(["services", i], svc.min_success, svc.explore_share, fail)
+        if svc.max_rate is not None and not svc.max_rate > 0:
+            fail(["services", i, "max_rate"], "max_rate must be > 0")
+        for field in ("rescue_after_s", "max_rescues"):
+            if (getattr(svc, field) or 0) < 0:
+                fail(["services", i, field], f"{field} must be >= 0")
         if svc.link_family is not None and not svc.link_family.strip():
             fail(["services", i, "link_family"], "link_family is empty (leave it out: the "
                  "service's own id)")
@@ -245,9 +251,20 @@ ADMIN_KEY_MIN = 16
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
              "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
              "idempotency_lease_s", "max_in_flight", "link_guard_ttl_s",
-             "score_window_d")
+             "score_window_d", "fastest_max_factor", "rescue_every_s")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
-                 "breaker_cooldown_s")
+                 "breaker_cooldown_s", "min_evidence", "slow_start_after_s",
+                 "slow_start_penalty", "refill_refusal_penalty", "policy_cache_s",
+                 "rescue_after_s", "max_rescues", "rescue_confirm_s")
+
+
+def _check_shares(path: ConfigPath, min_success: float | None, explore_share: float | None,
+                  fail: Report) -> None:
+    """The routing policy's shares (gateway-wide or a service's) are fractions."""
+    if min_success is not None and not 0 <= min_success <= 1:
+        fail([*path, "min_success"], "min_success is a share: 0 <= min_success <= 1")
+    if explore_share is not None and not 0 <= explore_share < 1:
+        fail([*path, "explore_share"], "explore_share is a share: 0 <= explore_share < 1")
 
 
 def _check_admin_key(key: str | None, fail: Report) -> None:
@@ -270,6 +287,7 @@ def _check_gateway(s: Settings, fail: Report, broken: set[str]) -> None:
         fail(["gateway", "min_margin"], "min_margin is a fraction: 0 <= min_margin < 1")
     if g.max_rate_change is not None and not g.max_rate_change > 0:
         fail(["gateway", "max_rate_change"], "max_rate_change must be > 0 (or null: off)")
+    _check_shares(["gateway"], g.min_success, g.explore_share, fail)
     if g.breaker_min_requests < 1:
         fail(["gateway", "breaker_min_requests"], "breaker_min_requests must be >= 1")
     if not 0 < g.breaker_threshold <= 1:

@@ -16,7 +16,8 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 Kind = Literal["balance_low", "breaker_open", "breaker_closed", "order_unknown",
-               "rate_held", "service_vanished", "redis_down", "redis_up"]
+               "rate_held", "service_vanished", "redis_down", "redis_up",
+               "order_rescued", "rescue_stopped"]
 Severity = Literal["critical", "warning", "info"]
 
 SEVERITY: dict[str, Severity] = {
@@ -26,6 +27,8 @@ SEVERITY: dict[str, Severity] = {
     "balance_low": "warning",
     "rate_held": "warning",
     "service_vanished": "warning",
+    "rescue_stopped": "warning",  # an order a rescue left to the operator
+    "order_rescued": "info",
     "breaker_closed": "info",
     "redis_up": "info",
 }

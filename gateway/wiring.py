@@ -28,6 +28,7 @@ from gateway.errors import ConfigError
 from gateway.events import NOOP, Events
 from gateway.routing.balances import Balances
 from gateway.routing.catalog import Catalog
+from gateway.routing.decide import Weigher
 from gateway.state.alerts import AlertLog
 from gateway.state.balances import KnownBalances
 from gateway.state.breakers import Breakers
@@ -43,6 +44,7 @@ from gateway.state.limits import RateLimiter
 from gateway.state.locks import Locks
 from gateway.state.orders import Orders
 from gateway.state.recovery import Recovery
+from gateway.state.rescues import Rescues
 from gateway.state.scores import Scores
 from gateway.upstream.client import ProviderClient
 from gateway.upstream.transport import Transport, make_transport
@@ -71,6 +73,9 @@ class Resources:
     events: Events  # where alerts are raised: the Alerter when serving, else NOOP
     history: History  # every order's status changes (gateway.state.history)
     scores: Scores  # every provider service's scorecard (gateway.state.scores)
+    weigher: Weigher  # the scorecards routing policies weigh, cached briefly per process
+    rescues: Rescues  # orders the rescue job watches (gateway.state.rescues)
+    serving: bool = False  # background jobs of the actions (the rescue) run
 
 
 async def release_idle(resources: Resources) -> None:
@@ -181,13 +186,16 @@ async def open_config(settings: Settings, lasting: Lasting, *, serving: bool = T
         if serving:
             await orders.set_sequence_floors(g.order_id_start, g.refill_id_start)
             await directory.import_config(settings.clients)
+        scores = Scores(redis, g.score_window_d, clock)
         yield Resources(
             settings=settings, clock=clock, redis=redis, orders=orders, catalogs=catalogs,
             ledger=lasting.ledger, claims=Claims(redis, clock, claim_lease_s(settings)),
             directory=directory, limiter=RateLimiter(redis, clock), breakers=breakers,
             providers=providers, catalog=catalog, balances=balances,
             recovery=lasting.recovery, alerts=alert_log, events=events,
-            history=History(redis), scores=Scores(redis, g.score_window_d, clock))
+            history=History(redis), scores=scores,
+            weigher=Weigher(scores, clock, g.policy_cache_s),
+            rescues=Rescues(redis), serving=serving)
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from gateway.actions.cancel import Cancel
 from gateway.actions.dispatch import Dispatcher
 from gateway.actions.fanout import FanOut
 from gateway.actions.refills import Evidenced, Refill, RefillStatus
+from gateway.actions.rescue import Rescuer
 from gateway.actions.services import Services
 from gateway.actions.status import Status
 from gateway.state.clients import ClientRecord
@@ -32,10 +33,18 @@ class Actions:
         self.dispatcher = Dispatcher(r.orders, r.ledger, r.breakers, r.balances,
                                      r.providers, r.recovery.journal, g.currency, r.clock,
                                      events=r.events)
+        status = Status(g, r.orders, r.ledger, fanout, r.history, r.scores, r.clock)
+        # order rescue: watches what the dispatcher places; its job runs when serving
+        self.rescuer = Rescuer(r, self.dispatcher, status)
+        if self.rescuer.wanted:
+            self.dispatcher.placed = self.rescuer.watch
+            status.guarded = True
+            if r.serving:
+                self.rescuer.start()
         self.table: dict[str, Action] = {
             "services": Services(r.catalog),
-            "add": Add(r.catalog, r.claims, r.orders, self.dispatcher),
-            "status": Status(g, r.orders, r.ledger, fanout, r.history, r.scores, r.clock),
+            "add": Add(r.catalog, r.claims, r.orders, self.dispatcher, r.weigher),
+            "status": status,
             "refill": Refill(r.orders, fanout, evidenced, r.clock),
             "refill_status": RefillStatus(r.orders, fanout, evidenced),
             "cancel": Cancel(r.orders, fanout, evidenced),
@@ -43,4 +52,5 @@ class Actions:
         }
 
     async def aclose(self) -> None:
+        await self.rescuer.aclose()
         await self.dispatcher.aclose()

@@ -31,6 +31,7 @@ from gateway.actions.dispatch import FUNDS, Dispatcher
 from gateway.errors import ClientError, NotReady, StoreUnavailable
 from gateway.models import OrderRecord
 from gateway.routing.catalog import Catalog
+from gateway.routing.decide import Weigher
 from gateway.routing.params import AddRequest, parse_add, parse_service_id
 from gateway.routing.plan import family
 from gateway.routing.views import ServiceView
@@ -49,8 +50,9 @@ _TEMPORARY = frozenset({UNAVAILABLE, FUNDS, ACTIVE_LINK})
 
 class Add:
     def __init__(self, catalog: Catalog, claims: Claims, orders: Orders,
-                 dispatcher: Dispatcher) -> None:
+                 dispatcher: Dispatcher, weigher: Weigher | None = None) -> None:
         self._catalog = catalog
+        self._weigher = weigher  # the scorecards the service's routing policy weighs
         self._claims = claims
         self._orders = orders
         self._dispatcher = dispatcher
@@ -148,6 +150,8 @@ class Add:
             raise ClientError("Drip-feed is not available for this service")
         if order_id is None:
             order_id = await self._orders.next_order_id()
+        if self._weigher is not None:  # this order's view: with its policy's evidence
+            view = view.weighed(await self._weigher.weigh(view))
         if not view.link_guard:
             return await self._dispatcher.place(client, view, order, order_id)
         taken = await self._links.take(view.link_family, order.link, order_id,

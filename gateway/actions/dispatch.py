@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
@@ -60,6 +60,7 @@ log = logging.getLogger("gateway.actions")
 T = TypeVar("T")
 Outcome = Literal["placed", "next", "refused", "unknown"]
 FUNDS = "Not enough funds on balance"
+Placed = Callable[[int, OrderRecord, ServiceView, AddRequest], Awaitable[None]]
 
 
 class Dispatcher:
@@ -77,6 +78,7 @@ class Dispatcher:
         self._currency = currency
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.placed: Placed | None = None  # told of each order placed (the rescue's watch)
 
     @property
     def clock(self) -> Clock:
@@ -115,7 +117,7 @@ class Dispatcher:
             first = record is None
             record = self._record(client, view, order, cand, charge, ledger)
             await self._begin(order_id, record, first, reserved)
-            kind, value = await self._send(cand, order, verdict.probe)
+            kind, value = await self.send(cand, order, verdict.probe)
             tried.append({"provider": cand.provider, "outcome": kind,
                           "probe": str(verdict.probe)})
             if kind == "placed":
@@ -123,6 +125,8 @@ class Dispatcher:
                 metrics.order_placed(record)
                 sent = sum(1 for t in tried if "probe" in t)
                 await self._store(order_id, record, self._tally("placed", fallback=sent > 1))
+                if self.placed is not None:
+                    await self.placed(order_id, record, view, order)
                 log.info("add", extra={"order": order_id, "service": view.id, "tried": tried})
                 return OrderAnswer(order=order_id)
             if kind == "unknown":
@@ -216,7 +220,7 @@ class Dispatcher:
             created=int(self._clock.time()), state="dispatching", currency=self._currency,
             ledger=ledger)
 
-    async def _send(self, cand: Candidate, order: AddRequest,
+    async def send(self, cand: Candidate, order: AddRequest,
                     probe: bool) -> tuple[Outcome, str]:
         """Send one add: ("placed", upstream id) | ("next", why) | ("refused", message)
         | ("unknown", why). Every outcome is counted by the breakers; "not enough

@@ -9,6 +9,10 @@ Every change an upstream answer shows (status, start count, remains) goes into t
 order's history (`gateway.state.history`), and the events it is first to show
 (seen, started, final) into its provider service's scorecard
 (`gateway.state.scores`). Answers from the status cache show nothing new.
+
+With order rescue on (`gateway.actions.rescue`) an order may move to another
+provider while a poll is out: `guarded` reads the records again before storing, and
+one that moved is answered as it stands, never stored or refunded from the old answer.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Status:
         self._ledger = ledger
         self._fanout = fanout
         self._clock = clock
+        self.guarded = False  # orders may move between providers (the rescue): see _stale
 
     async def __call__(self, client: ClientRecord, fields: Mapping[str, str],
                        ) -> StatusAnswer | dict[str, StatusAnswer | ErrorAnswer]:
@@ -82,10 +87,15 @@ class Status:
         return StatusAnswer(charge=money.wire(charge), start_count=rec.start_count or "0",
                             status=status, remains=remains, currency=self._currency)
 
-    async def _refresh(self, found: Found) -> None:
+    async def refresh(self, records: Mapping[int, OrderRecord]) -> None:
+        """Ask upstream now, whatever the cache says (the rescue job, before it acts);
+        the records are updated in place, refunded, stored and recorded as for a poll."""
+        await self._refresh({str(oid): (oid, rec) for oid, rec in records.items()}, True)
+
+    async def _refresh(self, found: Found, force: bool = False) -> None:
         """Ask upstream for the non-final orders not asked within the cache time."""
         now = int(self._clock.time())
-        fresh_after = now - self._cache_s
+        fresh_after = now if force else now - self._cache_s
         groups: dict[str, list[str]] = defaultdict(list)
         by_upstream: dict[tuple[str, str], list[tuple[int, OrderRecord]]] = defaultdict(list)
         for oid, rec in found.values():
@@ -107,6 +117,8 @@ class Status:
                     "provider": provider, "error": result.message})
             if isinstance(result, UpstreamStatus):
                 changed.update(self._apply(result, pairs, now, moved))
+        if self.guarded and changed:
+            await self._stale(changed, moved)
         refunds = [(oid, rec) for oid, rec in changed.items() if rec.ledger and rec.final]
         if refunds:
             await asyncio.gather(*(self._refund(oid, rec) for oid, rec in refunds))
@@ -116,6 +128,20 @@ class Status:
         if moved:
             writes.append(self._record(changed, moved, now))
         await asyncio.gather(*writes)
+
+    async def _stale(self, changed: dict[int, OrderRecord], moved: dict[int, Seen]) -> None:
+        """Drop the records the rescue moved while this poll was out (read again now):
+        what their old provider said is neither stored, refunded nor answered."""
+        standing = await self._orders.get_orders(changed)
+        for oid, rec in list(changed.items()):
+            now = standing.get(oid)
+            if now is None or (now.state, now.provider, now.upstream_id) != \
+                    (rec.state, rec.provider, rec.upstream_id):
+                del changed[oid]
+                moved.pop(oid, None)
+                if now is not None:  # the answer is the record as it stands
+                    for field in rec.__struct_fields__:
+                        setattr(rec, field, getattr(now, field))
 
     def _apply(self, result: UpstreamStatus, pairs: list[tuple[int, OrderRecord]],
                now: int, moved: dict[int, Seen]) -> dict[int, OrderRecord]:

@@ -2,8 +2,10 @@
 `catalog show` (`gateway.ops.explain` words it) and the dashboard's Catalog page.
 
 Both ask the same candidate decision as `add` (`gateway.routing.decide`), without
-taking a breaker's probe, and show each candidate's scorecard
-(`gateway.state.scores`).
+taking a breaker's probe and without exploring, on fresh scorecards (not the
+`add` path's short cache), and show each candidate's scorecard
+(`gateway.state.scores`) and what the service's routing policy expects of it
+(`gateway.routing.policy`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.routing import decide
+from gateway.routing.policy import Judgement, Weighing, explore_pick
 from gateway.routing.views import ServiceView
 from gateway.state.scores import Scorecard
 from gateway.wiring import Resources
@@ -20,10 +23,39 @@ NEVER_FETCHED = "list never fetched"
 NOT_LISTED = "not listed upstream"
 
 
-async def verdicts(r: Resources, view: ServiceView, quantity: int,
-                   runs: int | None) -> list[decide.Verdict]:
-    picked = decide.choices(view, quantity, runs, r.balances)
+async def verdicts(r: Resources, view: ServiceView, quantity: int, runs: int | None,
+                   cards: dict[tuple[str, str], Scorecard] | None = None,
+                   ) -> list[decide.Verdict]:
+    """The decision an add would meet now (`cards`: the scorecards, if already read)."""
+    weighing = None
+    if view.policy.needs_scores:
+        if cards is None:
+            cards = await r.scores.scorecards(
+                (c.provider, c.upstream.service) for c in view.candidates)
+        weighing = Weighing(cards)
+    picked = decide.choices(view, quantity, runs, r.balances, weighing=weighing)
     return [v async for v in decide.verdicts(picked, r.breakers, take=False)]
+
+
+def policy_words(view: ServiceView) -> str | None:
+    """The service's policy in one line (None: plain cheapest)."""
+    p = view.policy
+    if not p.needs_scores:
+        return None
+    parts = [f"policy {p.name}", f"min_evidence {p.min_evidence:g}"]
+    if p.min_success is not None:
+        parts.append(f"min_success {p.min_success:.0%}")
+    if p.explore_share > 0:
+        parts.append(f"explore {p.explore_share:.0%} of orders")
+    if p.name == "fastest":
+        parts.append(f"cap {p.max_rate}" if p.max_rate is not None
+                     else f"cap cheapest x {p.max_factor}")
+    return ", ".join(parts)
+
+
+def explored(choices: list[decide.Verdict], view: ServiceView) -> decide.Verdict | None:
+    """The candidate `explore_share` of the orders go to first instead (None: none)."""
+    return explore_pick(choices, view.policy, decide.explore_cap(view))
 
 
 def why_absent(r: Resources, provider: str) -> str:
@@ -49,6 +81,8 @@ class Row:
     picked: bool  # the next order (of the minimum quantity) goes here
     reason: str | None  # why it is skipped; None: usable
     score: Scorecard | None = None  # how it delivered lately
+    judged: Judgement | None = None  # what the service's policy expects of it
+    explored: bool = False  # the candidate `explore_share` of the orders go to
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +96,7 @@ class ServiceRow:
     type: str
     held: tuple[Decimal, Decimal] | None  # (advertised, computed) while held
     rows: list[Row]
+    policy: str = "cheapest"  # the service's routing policy, in words
 
     @property
     def pick(self) -> Row | None:
@@ -83,18 +118,21 @@ async def service_rows(r: Resources) -> list[ServiceRow]:
     out: list[ServiceRow] = []
     cards = await scorecards(r)
     for view in r.catalog.views.values():
-        choices = await verdicts(r, view, view.min, None)
+        choices = await verdicts(r, view, view.min, None, cards)
         first = next((ch for ch in choices if ch.reason is None), None)
+        explore = explored(choices, view)
         rows = []
         for ch in choices:
             c = ch.candidate
             state = "probe due" if ch.probe else await r.breakers.state(c.provider)
             rows.append(Row(c.provider, c.upstream.service, c.cost_rate, state,
-                            ch is first, ch.reason, cards.get((c.provider, c.upstream.service))))
+                            ch is first, ch.reason, cards.get((c.provider, c.upstream.service)),
+                            ch.judged, ch is explore))
         rows += [Row(p, sid, None, "-", False, why, cards.get((p, sid)))
                  for p, sid, why in unlisted(r, view)]
         out.append(ServiceRow(view.id, view.settings.name, True, view.rate, view.min,
-                              view.max, view.type, r.catalog.held.get(view.id), rows))
+                              view.max, view.type, r.catalog.held.get(view.id), rows,
+                              policy_words(view) or "cheapest"))
     for svc in r.settings.services:
         if svc.id not in r.catalog.views:
             rows = [Row(ref.provider, ref.service_id, None, "-", False,

@@ -203,6 +203,15 @@ async def order(r: Resources, order_id: int) -> dict[str, Any] | None:
                     for c in (await r.history.read([order_id])).get(order_id, [])],
         "scorecard": (await r.scores.scorecard(rec.provider, rec.upstream_service)).as_json(),
     }
+    rescue = (await r.rescues.get([order_id])).get(order_id)
+    # flagged: a rescue stopped on something only an operator can settle
+    out["flagged"] = rescue.flag if rescue is not None else None
+    out["rescue"] = None if rescue is None else {
+        "phase": rescue.phase, "rescues": rescue.rescues, "tried": rescue.tried,
+        "flag": rescue.flag,
+        "prior": [{"provider": p.provider, "upstream_service": p.service,
+                   "upstream_id": p.upstream_id, "cost": wire(p.cost),
+                   "outcome": p.outcome} for p in rescue.prior]}
     return out
 
 

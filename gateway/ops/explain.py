@@ -4,14 +4,15 @@
 (`gateway.wiring`, without its background tasks) and ask the same candidate
 decision as `add` (`gateway.routing.decide`), without taking a breaker's probe:
 `gateway.admin.explain`, which the dashboard's Catalog page shows as a table.
-Under each candidate: its scorecard (`gateway.state.scores`).
+Under each candidate: its scorecard (`gateway.state.scores`) and, for a service
+with a routing policy (`gateway.routing.policy`), what the policy expects of it.
 """
 
 from __future__ import annotations
 
 import time
 
-from gateway.admin.explain import scorecards, unlisted, verdicts, why_absent
+from gateway.admin.explain import explored, policy_words, scorecards, unlisted, verdicts, why_absent
 from gateway.money import THOUSAND, wire
 from gateway.wiring import Resources
 
@@ -35,10 +36,15 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
                      f"`smm-gateway catalog confirm {view.id}` to accept")
     if quantity < view.min or quantity > view.max:
         lines.append(f"  the gateway refuses this quantity (range {view.min}..{view.max})")
+    words = policy_words(view)
+    if words:
+        lines.append(f"  {words}")
     picked = False
     total = quantity * (runs or 1)
     cards = await scorecards(ctx)
-    for choice in await verdicts(ctx, view, quantity, runs):
+    choices = await verdicts(ctx, view, quantity, runs, cards)
+    explore = explored(choices, view)
+    for choice in choices:
         c = choice.candidate
         cost = wire(c.cost_rate * total / THOUSAND)
         if choice.reason is None and not picked:
@@ -52,6 +58,11 @@ async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None
         card = cards.get((c.provider, c.upstream.service))
         if card is not None:
             lines.append(f"      score: {card.summary()}")
+        if choice.judged is not None:
+            lines.append(f"      {choice.judged.words()}")
+        if choice is explore:
+            lines.append(f"      explored: {view.policy.explore_share:.0%} of orders go here "
+                         "first, to earn it a score")
     for provider, sid, why in unlisted(ctx, view):
         lines.append(f"  {provider} #{sid}: skipped: {why}")
     if not picked:
@@ -76,7 +87,10 @@ async def show(ctx: Resources) -> list[str]:
         held = " (held: confirm to change)" if view.id in ctx.catalog.held else ""
         lines.append(f"{view.id:>7}  {view.settings.name}  {wire(view.rate)} {currency}/1000"
                      f"{held}  min {view.min} max {view.max}  {view.type}")
-        choices = await verdicts(ctx, view, view.min, None)
+        words = policy_words(view)
+        if words:
+            lines.append(f"         {words}")
+        choices = await verdicts(ctx, view, view.min, None, cards)
         first = next((ch for ch in choices if ch.reason is None), None)
         for ch in choices:
             c = ch.candidate
@@ -85,6 +99,8 @@ async def show(ctx: Resources) -> list[str]:
             note = f"  ({ch.reason})" if ch.reason else ""
             card = cards.get((c.provider, c.upstream.service))
             score = f"  [{card.brief()}]" if card is not None else ""
+            if ch.judged is not None:
+                score += f"  {ch.judged.brief()}"
             lines.append(f"         {mark} {c.provider:<14} #{c.upstream.service:<8} "
                          f"{wire(c.cost_rate):>12} {currency}  breaker {state}{note}{score}")
         for provider, sid, why in unlisted(ctx, view):

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from gateway.models import UpstreamService
 from gateway.money import wire
+
+if TYPE_CHECKING:  # the policy module builds on this one
+    from gateway.routing.policy import Judgement
 
 FEATURE_FLAGS = ("refill", "cancel")
 
@@ -69,6 +73,7 @@ class Needs:
 class Choice:
     candidate: Candidate
     reason: str | None  # None: usable; otherwise why it was skipped
+    judged: Judgement | None = None  # what the service's routing policy expects of it
 
 
 def _skip_reason(c: Candidate, needs: Needs) -> str | None:

@@ -4,7 +4,7 @@ upstream lists by a pure function, and the `services` answer it gives."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from gateway.digest import sha256_hex
 from gateway.models import Missing, UpstreamService
 from gateway.money import Converter, rate_up, wire
 from gateway.routing.plan import Candidate, family
+from gateway.routing.policy import CHEAPEST, Policy, Weighing, resolve
 from gateway.wire import ServiceItem
 
 
@@ -37,6 +38,10 @@ class ServiceView:
     link_guard: bool = False  # one active order per link within `link_family`
     link_family: str = ""  # "name:<link_family>" when configured, else "id:<service id>"
     link_ttl_s: float = 0.0  # a link's mark lapses after this at the latest
+    min_margin: Decimal = Decimal(0)  # an explored candidate leaves at least this share
+    policy: Policy = CHEAPEST  # how candidates are ordered (gateway.routing.policy)
+    # the evidence one add's decision weighs (`weighed`); None in the catalog's views
+    weighing: Weighing | None = None
 
     @property
     def id(self) -> int:
@@ -45,6 +50,10 @@ class ServiceView:
     @property
     def features(self) -> tuple[str, ...]:
         return tuple(f for f in ("refill", "cancel") if getattr(self, f))
+
+    def weighed(self, weighing: Weighing | None) -> ServiceView:
+        """This view for one order: with the scorecards (and draw) its policy weighs."""
+        return self if weighing is None else replace(self, weighing=weighing)
 
     def answer(self) -> ServiceItem:
         return ServiceItem(
@@ -105,6 +114,8 @@ def build_view(svc: ServiceSettings, lists: Mapping[str, Mapping[str, UpstreamSe
         link_guard=svc.link_guard if svc.link_guard is not None else gateway.link_guard,
         link_family=link_family(svc),
         link_ttl_s=gateway.link_guard_ttl_s,
+        min_margin=gateway.min_margin,
+        policy=resolve(svc, gateway),
     )
 
 

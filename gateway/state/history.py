@@ -41,12 +41,18 @@ SEEN, STARTED, FINAL = 1, 2, 4  # scorecard events, counted once per order
 OTHER_STATUS = 15
 REFILL_ASKED, REFILL_REFUSED, REFILL_DONE, REFILL_FAILED = 16, 17, 18, 19
 CANCEL_ASKED, CANCEL_REFUSED = 20, 21
+# order rescue (gateway.actions.rescue); REPLACED and RESCUE_STOPPED carry a text
+RESCUE_CANCEL_ASKED, RESCUE_CANCELED, REPLACED, RESCUE_STOPPED = 22, 23, 24, 25
 EVENTS = {REFILL_ASKED: "refill requested", REFILL_REFUSED: "refill refused",
           REFILL_DONE: "refill completed", REFILL_FAILED: "refill rejected",
-          CANCEL_ASKED: "cancel requested", CANCEL_REFUSED: "cancel refused"}
+          CANCEL_ASKED: "cancel requested", CANCEL_REFUSED: "cancel refused",
+          RESCUE_CANCEL_ASKED: "rescue_cancel_requested", RESCUE_CANCELED: "rescue_canceled",
+          REPLACED: "replaced", RESCUE_STOPPED: "rescue_stopped"}
+_TEXT_EVENTS = frozenset({REPLACED, RESCUE_STOPPED})
 STARTED_STATUSES = frozenset({"In progress", "Processing", "Completed", "Partial"})
 
-Mode = Literal["c", "o", "a"]  # status change, once, always (scripts.HISTORY_APPEND)
+# status change, once, always, always and reset the event flags (scripts.HISTORY_APPEND)
+Mode = Literal["c", "o", "a", "r"]
 
 _CODES = {s: i for i, s in enumerate(ORDER_STATUSES)}
 _TIME = struct.Struct(">I")
@@ -107,6 +113,13 @@ def event_entry(code: int, at: float, refill: int | None = None) -> Entry:
     return Entry(_pack(code, at, [refill] if refill is not None else []), mode)
 
 
+def rescue_entry(code: int, at: float, text: str | None = None) -> Entry:
+    """A rescue step; REPLACED (`text`: the new provider) resets the order's event
+    flags, so its new provider's scorecard counts it (seen, started, final) anew."""
+    payload: list[Any] = [text[:40]] if text is not None else []
+    return Entry(_pack(code, at, payload), "r" if code == REPLACED else "a")
+
+
 def started(before: tuple[str | None, str | None, str | None], rec: OrderRecord) -> bool:
     """Has the order visibly started: a working or delivered status, less than the whole
     quantity remaining, or a start count that moved since the last answer."""
@@ -143,6 +156,8 @@ def decode(blob: bytes) -> tuple[int, list[Change]]:
         if code < len(ORDER_STATUSES) or code == OTHER_STATUS:
             what = ORDER_STATUSES[code] if code < len(ORDER_STATUSES) else str(p[2])
             out.append(Change(t, what, p[0], p[1]))
+        elif code in _TEXT_EVENTS:
+            out.append(Change(t, f"{EVENTS[code]} -> {p[0]}" if p else EVENTS[code]))
         else:
             out.append(Change(t, EVENTS.get(code, f"event {code}"),
                               refill=p[0] if p else None))

@@ -135,6 +135,17 @@ MIRROR_SEQ = PREFIX + "{mirror}:seq"
 
 RECONCILE_LOCK = PREFIX + "reconcile:lock"  # one replica at a time reconciles
 
+# --- order rescue (gateway.state.rescues) ------------------------------------------
+
+RESCUE_LOCK = PREFIX + "rescue:lock"  # one replica at a time rescues
+RESCUE_DUE = PREFIX + "rescue:due"  # sorted set: order id -> when the rescue looks at it next
+
+
+def rescue_bucket(order_id: int) -> str:
+    """Rescue state of a bucket of orders (msgpack RescueRecord, field `<id>`), for
+    orders of services with `rescue_after_s`; same hash tag as the record bucket."""
+    return f"{PREFIX}rs:{{{order_id // BUCKET}}}"
+
 # --- alerts -----------------------------------------------------------------------
 # One hash tag, so the claim and the recent list are written by one script in one slot.
 

@@ -243,7 +243,8 @@ return false
 # <payload>, len counting the bytes after itself. KEYS: history bucket. ARGV: max
 # entries, max bytes, then per entry: field, entry, mode, claim. Modes: 'c' a status
 # change (skipped when the order's last status entry says the same), 'o' once
-# (skipped when any entry says the same), 'a' always. `claim` is a bit mask of
+# (skipped when any entry says the same), 'a' always, 'r' always and the event flags
+# reset (a rescue placed the order anew: its new provider counts it). `claim` is a bit mask of
 # events to count once (gateway.state.history.SEEN, ...). Bounded: past the limits
 # the oldest entries after the first are dropped. Returns per entry -1 (skipped,
 # another replica recorded it) or the claimed bits no one had set before.
@@ -264,7 +265,7 @@ for i = 3, #ARGV, 4 do
   local at = starts(blob)
   local new, skip = said(entry, 1), false
   for j = #at, 1, -1 do
-    if mode == 'a' then break end
+    if mode == 'a' or mode == 'r' then break end
     if mode == 'o' and said(blob, at[j]) == new then skip = true; break end
     if mode == 'c' and string.byte(blob, at[j] + 1) < 16 then
       skip = said(blob, at[j]) == new
@@ -275,6 +276,7 @@ for i = 3, #ARGV, 4 do
     out[#out + 1] = -1
   else
     local flags = string.byte(blob, 1)
+    if mode == 'r' then flags = 0 end
     local got = bit.band(claim, bit.bnot(flags))
     blob = string.char(bit.bor(flags, got)) .. string.sub(blob, 2) .. entry
     at = starts(blob)
