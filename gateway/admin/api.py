@@ -134,10 +134,13 @@ def service_json(s: ServiceRow) -> dict[str, Any]:
         "id": s.id, "name": s.name, "offered": s.offered, "type": s.type,
         "rate": wire(s.rate) if s.rate is not None else None, "min": s.min, "max": s.max,
         "held": {"advertised": wire(s.held[0]), "computed": wire(s.held[1])} if s.held else None,
-        "pick": pick.provider if pick else None,
+        "pick": pick.provider if pick else None, "policy": s.policy,
         "candidates": [{"provider": row.provider, "upstream_service": row.upstream_service,
                         "cost_rate": wire(row.cost_rate) if row.cost_rate is not None else None,
-                        "breaker": row.breaker, "picked": row.picked, "skipped": row.reason}
+                        "breaker": row.breaker, "picked": row.picked, "skipped": row.reason,
+                        "policy": row.judged.as_json() if row.judged else None,
+                        "explored": row.explored,
+                        "score": row.score.as_json() if row.score else None}
                        for row in s.rows],
     }
 

@@ -137,6 +137,8 @@ async def test_confirm_a_held_rate(app: App) -> None:
     one = next(s for s in (await api(app, "GET", "/catalog")).json()["services"]
                if s["id"] == 1)
     assert one["held"] is None and one["rate"] == "7.50000" and one["pick"] == "prov-a"
+    assert one["policy"] == "cheapest"
+    assert {"policy", "explored", "score"} <= one["candidates"][0].keys()
     assert is_json_error(await api(app, "POST", "/catalog/77/confirm"), 400)
 
 
