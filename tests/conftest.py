@@ -16,7 +16,6 @@ import pytest
 
 from gateway.state.embedded import EmbeddedRedis
 
-
 EMBEDDED_DATABASES = 1024  # tests that outlive their turn (module fixtures) never share one
 
 
