@@ -30,7 +30,7 @@ serve: $(RUN_STAMP)  ## the gateway with providers.yaml
 	$(VENV)/bin/smm-gateway serve --config providers.yaml
 
 test: $(TEST_STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 3 --dist worksteal
 
 # Debian programs some tests drive: nginx (deploy/), Chromium and its driver (the
 # dashboard's browser tests). Installed when missing and run as root with apt-get;
