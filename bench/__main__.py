@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="a ~20 s run of one cell of each kind (checks the suite, not figures)")
     p.add_argument("--rounds", type=int, help="rounds per cell (default 3; smoke 1)")
     p.add_argument("--duration", type=float, help="seconds per measurement (default 3; "
-                   "smoke 0.5)")
+                   "smoke 0.3)")
     p.add_argument("--warmup", type=float, help="warm-up seconds before each measurement "
                    "(default 1; smoke 0)")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=[*SCENARIOS, *plan.EXTRAS],
@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     smoke = args.smoke
-    defaults = {"rounds": (1, 3), "duration": (0.5, 3.0), "warmup": (0.0, 1.0),
+    defaults = {"rounds": (1, 3), "duration": (0.3, 3.0), "warmup": (0.0, 1.0),
                 "profile_seconds": (1.0, 10.0), "soak_seconds": (1.0, 300.0),
                 "redis_orders": (2_000, 1_000_000)}
     for name, (small, big) in defaults.items():
