@@ -193,6 +193,36 @@ def upstream(provider: str, action: str) -> UpstreamCall:
     return UpstreamCall(provider, action)
 
 
+def upstream_latency() -> dict[str, dict[str, float]]:
+    """This process's upstream calls per provider since it started (every action):
+    {"calls", "mean_s", "p90_s"} (p90_s: the upper bound of the histogram bucket that
+    holds the 90th percentile; inf past the last bucket)."""
+    sums: dict[str, dict[str, float]] = {}
+    buckets: dict[str, dict[float, float]] = {}
+    for family in UPSTREAM_SECONDS.collect():
+        for sample in family.samples:
+            provider = sample.labels.get("provider", "")
+            mine = sums.setdefault(provider, {"calls": 0.0, "sum": 0.0})
+            if sample.name.endswith("_count"):
+                mine["calls"] += sample.value
+            elif sample.name.endswith("_sum"):
+                mine["sum"] += sample.value
+            elif sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                into = buckets.setdefault(provider, {})
+                into[le] = into.get(le, 0.0) + sample.value
+    out: dict[str, dict[str, float]] = {}
+    for provider, mine in sums.items():
+        calls = mine["calls"]
+        if not calls:
+            continue
+        p90 = next((le for le, n in sorted(buckets.get(provider, {}).items())
+                    if n >= 0.9 * calls), float("inf"))
+        out[provider] = {"calls": int(calls), "mean_s": round(mine["sum"] / calls, 4),
+                         "p90_s": p90}
+    return out
+
+
 def order_placed(record: OrderRecord) -> None:
     """A provider took the order: count it and its money (charge and cost are Decimal in
     the gateway currency; the margin is computed exactly before it becomes a float)."""

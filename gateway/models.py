@@ -71,6 +71,20 @@ class UpstreamStatus(msgspec.Struct):
     currency: str | None = None
 
 
+class Attempt(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One upstream add of an order that did not place it: refused (and tried
+    elsewhere), unreachable, refused for good, or unknown; with the message (cut to
+    ATTEMPT_MESSAGE characters)."""
+
+    provider: str
+    service: str
+    outcome: str  # refused | unreachable | unknown
+    message: str = ""
+
+
+ATTEMPT_MESSAGE = 80
+
+
 class OrderRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     """One gateway order as stored in Redis."""
 
@@ -92,6 +106,9 @@ class OrderRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     currency: str | None = None  # of charge and cost: the gateway currency when placed
     checked: int = 0  # unix time of the last upstream status answer (the status cache)
     ledger: bool = False  # the charge was reserved from a prepaid client balance
+    # the adds sent before (the one that placed it is the record's provider): none
+    # stored when the first candidate took it
+    tried: list[Attempt] = []
 
     @property
     def final(self) -> bool:

@@ -38,7 +38,7 @@ from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import ClientError, ProviderError, Rejected, StoreUnavailable, Unreachable
 from gateway.events import NOOP, Alert, Events
-from gateway.models import OrderRecord
+from gateway.models import ATTEMPT_MESSAGE, Attempt, OrderRecord
 from gateway.routing import decide
 from gateway.routing.balances import Balances
 from gateway.routing.params import AddRequest
@@ -58,7 +58,7 @@ from gateway.wire import OrderAnswer
 log = logging.getLogger("gateway.actions")
 
 T = TypeVar("T")
-Outcome = Literal["placed", "next", "refused", "unknown"]
+Outcome = Literal["placed", "next", "unreachable", "refused", "unknown"]
 FUNDS = "Not enough funds on balance"
 Placed = Callable[[int, OrderRecord, ServiceView, AddRequest], Awaitable[None]]
 
@@ -104,6 +104,7 @@ class Dispatcher:
         ledger = client.mode == "ledger"
         reserved: float | None = None  # monotonic time of the reservation
         tried: list[dict[str, str]] = []
+        attempts: list[Attempt] = []  # stored with the record: the order page shows them
         record: OrderRecord | None = None
         async for verdict in decide.verdicts(picked, self._breakers, take=True):
             cand = verdict.candidate
@@ -115,11 +116,16 @@ class Dispatcher:
                     raise ClientError(FUNDS)
                 reserved = self._clock.monotonic()
             first = record is None
-            record = self._record(client, view, order, cand, charge, ledger)
+            record = new_record(client, view, order, cand, charge, ledger,
+                                self._clock.time(), self._currency, attempts)
             await self._begin(order_id, record, first, reserved)
             kind, value = await self.send(cand, order, verdict.probe)
             tried.append({"provider": cand.provider, "outcome": kind,
                           "probe": str(verdict.probe)})
+            if kind != "placed":
+                attempts.append(Attempt(cand.provider, cand.upstream.service,
+                                        "refused" if kind == "next" else kind,
+                                        value[:ATTEMPT_MESSAGE]))
             if kind == "placed":
                 record.state, record.upstream_id = "placed", value
                 metrics.order_placed(record)
@@ -140,7 +146,8 @@ class Dispatcher:
                 await self._fail(order_id, record, "refused upstream")
                 log.info("add: refused", extra={"order": order_id, "tried": tried})
                 raise ClientError(public_message(value, cand.provider))
-            # "next": a definite rejection worth trying elsewhere, or never reached
+            # "next" / "unreachable": a definite rejection worth trying elsewhere, or
+            # never reached
         if record is not None:
             await self._fail(order_id, record, "every candidate refused or unavailable")
         log.warning("add: no candidate took it", extra={
@@ -210,21 +217,12 @@ class Dispatcher:
             log.critical("add: failure neither in redis nor in the journal",
                          extra={"order": order_id})
 
-    def _record(self, client: ClientRecord, view: ServiceView, order: AddRequest,
-                cand: Candidate, charge: Decimal, ledger: bool) -> OrderRecord:
-        return OrderRecord(
-            client=client.name, service=view.id, provider=cand.provider,
-            upstream_service=cand.upstream.service, link=order.link,
-            quantity=order.quantity, runs=order.runs, charge=charge,
-            cost=money.charge(cand.cost_rate, order.quantity, order.runs),
-            created=int(self._clock.time()), state="dispatching", currency=self._currency,
-            ledger=ledger)
-
     async def send(self, cand: Candidate, order: AddRequest,
                     probe: bool) -> tuple[Outcome, str]:
-        """Send one add: ("placed", upstream id) | ("next", why) | ("refused", message)
-        | ("unknown", why). Every outcome is counted by the breakers; "not enough
-        funds" also refreshes the provider's known balance."""
+        """Send one add: ("placed", upstream id) | ("next", why: refused, try elsewhere)
+        | ("unreachable", why) | ("refused", message) | ("unknown", why). Every outcome
+        is counted by the breakers; "not enough funds" also refreshes the provider's
+        known balance."""
         provider, service = cand.provider, cand.upstream.service
         try:
             upstream_id = await self._providers[provider].add(
@@ -237,7 +235,7 @@ class Dispatcher:
             if isinstance(exc, Rejected):
                 return ("next", exc.message) if exc.elsewhere else ("refused", exc.message)
             if isinstance(exc, Unreachable):
-                return "next", exc.message
+                return "unreachable", exc.message
             return "unknown", f"{exc.message} {exc.raw}".strip()
         await self._count(provider, service, probe, None)
         return "placed", upstream_id
@@ -261,6 +259,19 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_retrieved)
         return task
+
+
+def new_record(client: ClientRecord, view: ServiceView, order: AddRequest, cand: Candidate,
+               charge: Decimal, ledger: bool, now: float, currency: str,
+               tried: list[Attempt]) -> OrderRecord:
+    """An order's record as it is sent to `cand` (`tried`: the adds before, and any
+    that follow: the same list)."""
+    return OrderRecord(
+        client=client.name, service=view.id, provider=cand.provider,
+        upstream_service=cand.upstream.service, link=order.link,
+        quantity=order.quantity, runs=order.runs, charge=charge,
+        cost=money.charge(cand.cost_rate, order.quantity, order.runs),
+        created=int(now), state="dispatching", currency=currency, ledger=ledger, tried=tried)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

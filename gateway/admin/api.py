@@ -10,6 +10,8 @@ the new key that `POST /admin/api/clients` and `.../rotate` show once.
     GET  /admin/api/orders/{id}              routing, status, money (margin, refunds)
     POST /admin/api/orders/{id}/resolve      {"placed": "<upstream id>"} | {"placed": null}
     GET  /admin/api/catalog                  services, candidates, the pick and why, held rates
+    GET  /admin/api/route?service=&quantity=[&runs=][&client=]
+                                             where that order would go now and why (`route`)
     POST /admin/api/catalog/{id}/confirm     advertise a held rate
     GET  /admin/api/clients, /admin/api/clients/{name}
     POST /admin/api/clients                  {"name", "mode", "markup", "credit"} -> its key
@@ -30,7 +32,7 @@ from litestar.params import FromPath
 
 from gateway.admin import changes, queries
 from gateway.admin.answers import JSON, AdminHTTPError
-from gateway.admin.explain import ServiceRow, service_rows
+from gateway.admin.explain import Route, ServiceRow, route, service_rows
 from gateway.admin.guard import api_actor, console
 from gateway.admin.operations import AdminError, amount
 from gateway.money import wire
@@ -145,6 +147,66 @@ def service_json(s: ServiceRow) -> dict[str, Any]:
     }
 
 
+def _number(p: Any, name: str, required: bool) -> int | None:
+    raw = str(p.get(name, "")).strip()
+    if not raw and not required:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 10**12:
+        raise AdminHTTPError(400, f"{name}: a positive whole number is required")
+    return int(raw)
+
+
+async def route_of(request: Req, p: Any) -> Route:
+    """The route explanation asked for by `p` (service, quantity, runs, client), or a
+    400 naming what is wrong."""
+    service = _number(p, "service", True)
+    quantity = _number(p, "quantity", True)
+    assert service is not None and quantity is not None
+    runs = _number(p, "runs", False)
+    r = console(request).resources(request)
+    name = str(p.get("client", "")).strip()
+    client = None
+    if name:
+        client = await r.directory.get(name)
+        if client is None:
+            raise AdminHTTPError(400, f"No client named {name!r}")
+    found = await route(r, service, quantity, runs, client)
+    if found is None:
+        raise AdminHTTPError(400, f"service {service}: not in the catalog")
+    return found
+
+
+def route_json(x: Route) -> dict[str, Any]:
+    taken = x.taken
+    return {
+        "service": x.service, "name": x.name, "offered": x.offered, "quantity": x.quantity,
+        "runs": x.runs, "client": x.client,
+        "rate": wire(x.rate) if x.rate is not None else None, "min": x.min, "max": x.max,
+        "in_range": x.in_range,
+        "held": {"advertised": wire(x.held[0]), "computed": wire(x.held[1])} if x.held else None,
+        "policy": x.policy or "cheapest", "taken": taken.provider if taken else None,
+        "candidates": [{"provider": s.provider, "upstream_service": s.upstream_service,
+                        "cost_rate": wire(s.cost_rate), "cost": wire(s.cost),
+                        "min": s.min, "max": s.max, "breaker": s.breaker,
+                        "verdict": s.verdict, "reason": s.reason, "explored": s.explored,
+                        "policy": s.judged.as_json() if s.judged else None,
+                        "judgement": s.judged.words() if s.judged else None,
+                        "score": s.score.as_json() if s.score else None,
+                        "score_words": s.score.summary() if s.score else None}
+                       for s in x.steps],
+        "unlisted": [{"provider": p, "upstream_service": sid, "reason": why}
+                     for p, sid, why in x.unlisted],
+    }
+
+
+@get("/api/route", include_in_schema=False)
+async def api_route(request: Req) -> Response[bytes]:
+    await api_actor(request, write=False)
+    r = console(request).resources(request)
+    found = await route_of(request, request.query_params)
+    return _json({"currency": r.settings.gateway.currency} | route_json(found))
+
+
 @get("/api/catalog", include_in_schema=False)
 async def api_catalog(request: Req) -> Response[bytes]:
     await api_actor(request, write=False)
@@ -223,7 +285,8 @@ async def api_audit(request: Req) -> Response[bytes]:
     return _json({"audit": await console(request).store(request).audit_log(200)})
 
 
-HANDLERS = [api_overview, api_providers, api_orders, api_order, api_resolve, api_catalog,
+HANDLERS = [api_overview, api_providers, api_orders, api_order, api_resolve, api_route, api_catalog,
             api_confirm, api_clients, api_client, api_create, api_client_change, api_reload,
             api_alerts, api_audit]
-__all__ = ["HANDLERS", "AdminError", "overview_data", "search_args", "service_json"]
+__all__ = ["HANDLERS", "AdminError", "overview_data", "route_json", "route_of", "search_args",
+           "service_json"]

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from gateway.money import THOUSAND
 from gateway.routing import decide
 from gateway.routing.policy import Judgement, Weighing, explore_pick
 from gateway.routing.views import ServiceView
+from gateway.state.clients import ClientRecord
 from gateway.state.scores import Scorecard
 from gateway.wiring import Resources
 
@@ -25,15 +27,16 @@ NOT_LISTED = "not listed upstream"
 
 async def verdicts(r: Resources, view: ServiceView, quantity: int, runs: int | None,
                    cards: dict[tuple[str, str], Scorecard] | None = None,
-                   ) -> list[decide.Verdict]:
-    """The decision an add would meet now (`cards`: the scorecards, if already read)."""
+                   client: ClientRecord | None = None) -> list[decide.Verdict]:
+    """The decision an add would meet now (`cards`: the scorecards, if already read;
+    `client`: also that client's own routing rules)."""
     weighing = None
     if view.policy.needs_scores:
         if cards is None:
             cards = await r.scores.scorecards(
                 (c.provider, c.upstream.service) for c in view.candidates)
         weighing = Weighing(cards)
-    picked = decide.choices(view, quantity, runs, r.balances, weighing=weighing)
+    picked = decide.choices(view, quantity, runs, r.balances, client, weighing=weighing)
     return [v async for v in decide.verdicts(picked, r.breakers, take=False)]
 
 
@@ -53,9 +56,10 @@ def policy_words(view: ServiceView) -> str | None:
     return ", ".join(parts)
 
 
-def explored(choices: list[decide.Verdict], view: ServiceView) -> decide.Verdict | None:
+def explored(choices: list[decide.Verdict], view: ServiceView,
+             client: ClientRecord | None = None) -> decide.Verdict | None:
     """The candidate `explore_share` of the orders go to first instead (None: none)."""
-    return explore_pick(choices, view.policy, decide.explore_cap(view))
+    return explore_pick(choices, view.policy, decide.explore_cap(view, client))
 
 
 def why_absent(r: Resources, provider: str) -> str:
@@ -141,3 +145,83 @@ async def service_rows(r: Resources) -> list[ServiceRow]:
             out.append(ServiceRow(svc.id, svc.name, False, None, None, None, svc.type,
                                   None, rows))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One candidate of one order's route: what it costs and what the add would do."""
+
+    provider: str
+    upstream_service: str
+    cost_rate: Decimal  # per 1000, gateway currency
+    cost: Decimal  # this order's cost there
+    min: int
+    max: int
+    breaker: str  # closed | open | half | probe due
+    verdict: str  # taken | fallback | skipped
+    reason: str | None  # why it is skipped
+    score: Scorecard | None
+    judged: Judgement | None
+    explored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one order (service, quantity, runs, client) would go now, and why: what
+    `smm-gateway route` prints and the Catalog page's route form shows."""
+
+    service: int
+    name: str
+    offered: bool  # False: no candidate is listed (`unlisted` says why)
+    quantity: int
+    runs: int | None
+    client: str | None
+    rate: Decimal | None = None
+    min: int | None = None
+    max: int | None = None
+    held: tuple[Decimal, Decimal] | None = None
+    policy: str | None = None
+    steps: tuple[Step, ...] = ()
+    unlisted: tuple[tuple[str, str, str], ...] = ()
+    explore_share: float = 0.0
+
+    @property
+    def in_range(self) -> bool:
+        return self.min is None or self.max is None or self.min <= self.quantity <= self.max
+
+    @property
+    def taken(self) -> Step | None:
+        return next((s for s in self.steps if s.verdict == "taken"), None)
+
+
+async def route(r: Resources, service_id: int, quantity: int, runs: int | None,
+                client: ClientRecord | None = None) -> Route | None:
+    """The route of one order (None: no such service). `client`: with its rules."""
+    name = client.name if client is not None else None
+    view = r.catalog.views.get(service_id)
+    if view is None:
+        svc = next((s for s in r.settings.services if s.id == service_id), None)
+        if svc is None:
+            return None
+        return Route(service_id, svc.name, False, quantity, runs, name, unlisted=tuple(
+            (u.provider, u.service_id, why_absent(r, u.provider)) for u in svc.upstreams))
+    total = quantity * (runs or 1)
+    cards = await scorecards(r)
+    choices = await verdicts(r, view, quantity, runs, cards, client)
+    explore = explored(choices, view, client)
+    steps: list[Step] = []
+    taken = False
+    for ch in choices:
+        c = ch.candidate
+        if ch.reason is None and not taken:
+            verdict, taken = "taken", True
+        else:
+            verdict = "fallback" if ch.reason is None else "skipped"
+        state = "probe due" if ch.probe else await r.breakers.state(c.provider)
+        steps.append(Step(c.provider, c.upstream.service, c.cost_rate,
+                          c.cost_rate * total / THOUSAND, c.upstream.min, c.upstream.max,
+                          state, verdict, ch.reason, cards.get((c.provider, c.upstream.service)),
+                          ch.judged, ch is explore))
+    return Route(view.id, view.settings.name, True, quantity, runs, name, view.rate, view.min,
+                 view.max, r.catalog.held.get(view.id), policy_words(view), tuple(steps),
+                 tuple(unlisted(r, view)), view.policy.explore_share)

@@ -18,7 +18,7 @@ from litestar.response import Redirect, Template
 
 from gateway.admin import changes, charts, queries
 from gateway.admin.answers import AdminHTTPError
-from gateway.admin.api import overview_data, search_args, service_json
+from gateway.admin.api import overview_data, route_json, route_of, search_args, service_json
 from gateway.admin.explain import service_rows
 from gateway.admin.guard import (
     LOGIN_COOKIE,
@@ -178,8 +178,17 @@ async def resolve_submit(request: Req, order_id: FromPath[int]) -> Redirect:
 async def catalog_page(request: Req) -> Template | Redirect:
     r = console(request).resources(request)
     services = [service_json(s) for s in await service_rows(r)]
+    p = request.query_params
+    asked = {k: p.get(k, "") for k in ("service", "quantity", "client")}
+    explained, error = None, None
+    if asked["service"] or asked["quantity"]:
+        try:
+            explained = route_json(await route_of(request, p))
+        except AdminHTTPError as exc:
+            error = exc.message
     return await _page(request, "catalog.html", services=services,
-                       held=[s for s in services if s["held"]])
+                       held=[s for s in services if s["held"]], asked=asked,
+                       route=explained, route_error=error)
 
 
 @post("/catalog/{service_id:int}/confirm", include_in_schema=False)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from gateway import metrics
 from gateway.models import OrderRecord
 from gateway.money import wire
 from gateway.state.clients import ClientRecord
@@ -76,8 +77,12 @@ def routed(r: Resources, provider: str) -> list[str]:
 
 
 async def providers(r: Resources) -> list[dict[str, Any]]:
-    """Each provider's health, and the scorecards of the services it is routed to."""
+    """Each provider's health: its breaker's calls and failures over the breaker window
+    (every replica's), this process's upstream latency, its balance and list, and the
+    scorecards of the services it is routed to."""
     now = r.clock.time()
+    latency = metrics.upstream_latency()
+    window_s = r.settings.gateway.breaker_window_s
     services = {name: routed(r, name) for name in r.providers}
     cards = await r.scores.scorecards((name, sid) for name, sids in services.items()
                                       for sid in sids)
@@ -87,9 +92,16 @@ async def providers(r: Resources) -> list[dict[str, Any]]:
         known = r.balances.known.get(name)  # (amount in its own currency, when)
         floor = balance_floor(r, name)
         fetched = r.catalog.fetched_at(name)
+        state, calls, failures = await r.breakers.window(name)
+        lat = latency.get(name)
         out.append({
             "name": name,
-            "breaker": await r.breakers.state(name),
+            "breaker": state,
+            "window": {"seconds": window_s, "calls": calls, "failures": failures,
+                       "failure_rate": _rate(failures, calls)},
+            "latency": None if lat is None else {
+                "calls": int(lat["calls"]), "mean_s": lat["mean_s"],
+                "p90_s": lat["p90_s"] if lat["p90_s"] != float("inf") else None},
             "balance": wire(balance) if balance is not None else None,
             "currency": r.settings.provider(name).currency,
             "balance_own": wire(known[0]) if known is not None else None,
@@ -166,6 +178,19 @@ async def search(r: Resources, q: str, filters: dict[str, str],
             "oldest_searched": max(0, (top - SEARCH_BUCKETS + 1) * BUCKET)}
 
 
+def tried_json(rec: OrderRecord) -> list[dict[str, Any]]:
+    """The upstream adds of an order, in order: the ones stored with the record
+    (refused, unreachable, unknown), then the one that placed it (or is in flight)."""
+    out: list[dict[str, Any]] = [
+        {"provider": a.provider, "upstream_service": a.service, "outcome": a.outcome,
+         "message": a.message} for a in rec.tried]
+    if rec.state in ("placed", "dispatching") or not out:
+        out.append({"provider": rec.provider, "upstream_service": rec.upstream_service,
+                    "outcome": "in flight" if rec.state == "dispatching" else rec.state,
+                    "message": f"upstream order {rec.upstream_id}" if rec.upstream_id else ""})
+    return out
+
+
 def change_json(c: Change, created: int) -> dict[str, Any]:
     """One entry of an order's status history; `after_s`: since the order was placed."""
     return {"t": c.t, "utc": _utc(c.t), "after_s": c.t - created, "what": c.what,
@@ -199,6 +224,7 @@ async def order(r: Resources, order_id: int) -> dict[str, Any] | None:
         "net_margin": wire(rec.charge - refunded - rec.cost),
         "ledger_entries": [entry_json(e) for e in moves],
         "resolvable": rec.state in ("unknown", "dispatching"),
+        "tried": tried_json(rec),
         "history": [change_json(c, rec.created)
                     for c in (await r.history.read([order_id])).get(order_id, [])],
         "scorecard": (await r.scores.scorecard(rec.provider, rec.upstream_service)).as_json(),

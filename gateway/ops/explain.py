@@ -12,60 +12,50 @@ from __future__ import annotations
 
 import time
 
-from gateway.admin.explain import explored, policy_words, scorecards, unlisted, verdicts, why_absent
-from gateway.money import THOUSAND, wire
+from gateway.admin.explain import policy_words, scorecards, unlisted, verdicts, why_absent
+from gateway.admin.explain import route as explain_route
+from gateway.money import wire
 from gateway.wiring import Resources
 
 
 async def route(ctx: Resources, service_id: int, quantity: int, runs: int | None) -> list[str]:
-    view = ctx.catalog.views.get(service_id)
-    if view is None:
-        svc = next((s for s in ctx.settings.services if s.id == service_id), None)
-        if svc is None:
-            return [f"service {service_id}: not in the catalog"]
-        return [f"service {service_id} ({svc.name}): not offered now",
-                *(f"  {r.provider} #{r.service_id}: {why_absent(ctx, r.provider)}"
-                  for r in svc.upstreams)]
+    found = await explain_route(ctx, service_id, quantity, runs)
+    if found is None:
+        return [f"service {service_id}: not in the catalog"]
+    if not found.offered:
+        return [f"service {service_id} ({found.name}): not offered now",
+                *(f"  {p} #{sid}: {why}" for p, sid, why in found.unlisted)]
     currency = ctx.settings.gateway.currency
-    lines = [f"service {view.id} ({view.settings.name}): {quantity}"
+    assert found.rate is not None
+    lines = [f"service {found.service} ({found.name}): {quantity}"
              + (f" x {runs} runs" if runs else "")
-             + f", advertised {wire(view.rate)} {currency}/1000, min {view.min}, max {view.max}"]
-    if view.id in ctx.catalog.held:
-        last, new = ctx.catalog.held[view.id]
+             + f", advertised {wire(found.rate)} {currency}/1000, min {found.min},"
+             f" max {found.max}"]
+    if found.held is not None:
+        last, new = found.held
         lines.append(f"  rate held at {wire(last)} (computed {wire(new)}): "
-                     f"`smm-gateway catalog confirm {view.id}` to accept")
-    if quantity < view.min or quantity > view.max:
-        lines.append(f"  the gateway refuses this quantity (range {view.min}..{view.max})")
-    words = policy_words(view)
-    if words:
-        lines.append(f"  {words}")
-    picked = False
-    total = quantity * (runs or 1)
-    cards = await scorecards(ctx)
-    choices = await verdicts(ctx, view, quantity, runs, cards)
-    explore = explored(choices, view)
-    for choice in choices:
-        c = choice.candidate
-        cost = wire(c.cost_rate * total / THOUSAND)
-        if choice.reason is None and not picked:
-            verdict, picked = "TAKEN: the next order goes here", True
-        elif choice.reason is None:
-            verdict = "fallback if the ones above refuse"
-        else:
-            verdict = f"skipped: {choice.reason}"
-        lines.append(f"  {c.provider} #{c.upstream.service}: {wire(c.cost_rate)} {currency}/1000,"
-                     f" this order {cost}, range {c.upstream.min}..{c.upstream.max} -> {verdict}")
-        card = cards.get((c.provider, c.upstream.service))
-        if card is not None:
-            lines.append(f"      score: {card.summary()}")
-        if choice.judged is not None:
-            lines.append(f"      {choice.judged.words()}")
-        if choice is explore:
-            lines.append(f"      explored: {view.policy.explore_share:.0%} of orders go here "
+                     f"`smm-gateway catalog confirm {found.service}` to accept")
+    if not found.in_range:
+        lines.append(f"  the gateway refuses this quantity (range {found.min}..{found.max})")
+    if found.policy:
+        lines.append(f"  {found.policy}")
+    for step in found.steps:
+        verdict = {"taken": "TAKEN: the next order goes here",
+                   "fallback": "fallback if the ones above refuse"}.get(
+            step.verdict, f"skipped: {step.reason}")
+        lines.append(f"  {step.provider} #{step.upstream_service}: {wire(step.cost_rate)} "
+                     f"{currency}/1000, this order {wire(step.cost)}, range "
+                     f"{step.min}..{step.max} -> {verdict}")
+        if step.score is not None:
+            lines.append(f"      score: {step.score.summary()}")
+        if step.judged is not None:
+            lines.append(f"      {step.judged.words()}")
+        if step.explored:
+            lines.append(f"      explored: {found.explore_share:.0%} of orders go here "
                          "first, to earn it a score")
-    for provider, sid, why in unlisted(ctx, view):
+    for provider, sid, why in found.unlisted:
         lines.append(f"  {provider} #{sid}: skipped: {why}")
-    if not picked:
+    if found.taken is None:
         lines.append("  no candidate can take it: the client gets "
                      "'Service is temporarily unavailable'")
     return lines

@@ -179,6 +179,24 @@ class Breakers:
                         f"to it again",
                 details={"provider": provider}))
 
+    async def window(self, provider: str) -> tuple[str, int, int]:
+        """(state, calls, failures) of a provider's breaker over its sliding window
+        (`breaker_window_s`) as stored, one HGETALL (for the operator's views). While
+        open or half-open nothing is counted: both are 0. Successes of reads reach it
+        within FLUSH_S."""
+        raw = await self._redis.hgetall(keys.breaker(provider))
+        oldest = int(self._clock.time()) - int(self._s.breaker_window_s)
+        state, calls, failures = "closed", 0, 0
+        for field, value in (raw or {}).items():
+            name = text(field)
+            if name == "state":
+                state = text(value)
+            kind, _, at = name.partition(":")
+            if kind in ("s", "f") and at.isdigit() and int(at) > oldest:
+                calls += int(value)
+                failures += int(value) if kind == "f" else 0
+        return state, calls, failures
+
     async def state(self, provider: str, service: str | None = None) -> str:
         """"closed", "open" or "half" as stored (for the operator's views)."""
         value = await self._redis.hget(keys.breaker(provider, service), "state")

@@ -262,3 +262,26 @@ def test_confirm_a_held_rate_by_clicking(logged_in: WebDriver, dash: Gateway,
     assert text(logged_in, "[data-k='today.orders']") == "1"
     assert text(logged_in, "[data-k='unknown_orders']") == "0"
     shot(logged_in, "overview-after")
+
+
+def test_explain_a_route_with_the_catalog_form(logged_in: WebDriver, dash: Gateway) -> None:
+    """The Catalog page's route form: service, quantity and client in, the candidates
+    out as a table, the one marked TAKEN the one /admin/api/route names."""
+    expected = admin_api(dash, "/route?service=1&quantity=100&client=alice")
+    assert expected["taken"] is not None
+    logged_in.find_element(By.ID, "nav-catalog").click()
+    heading(logged_in, "Catalog")
+    for field, value in (("route-service", "1"), ("route-quantity", "100"),
+                         ("route-client", "alice")):
+        box = logged_in.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    logged_in.find_element(By.ID, "route-submit").click()
+    wait_for(lambda: "quantity=100" in logged_in.current_url)
+    taken = text(logged_in, "#route-table tr.pick", until=lambda t: "TAKEN" in t)
+    assert taken.split()[0] == expected["taken"]
+    rows = logged_in.find_elements(By.CSS_SELECTOR, "#route-table tbody tr")
+    assert len(rows) == len(expected["candidates"]) + len(expected["unlisted"])
+    assert "for alice" in text(logged_in, "#route-result p")
+    logged_in.execute_script("document.getElementById('route').scrollIntoView()")
+    shot(logged_in, "catalog-route")

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from gateway.config import check_text
+from gateway.ops.explain import route as ops_route
 from inprocess import ALICE, App, config_text, upstream_key
-from upstream import HttpStatus
+from upstream import HttpStatus, Reject, Unreachable
 
 ADMIN = "admin-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -315,3 +316,98 @@ async def test_alerts_are_listed_on_the_overview(app: App) -> None:
     page = await app.http.get("/admin/")
     assert page.status_code == 200 and 'id="alerts"' in page.text
     assert html.escape(alerts[0]["message"]) in page.text
+
+
+@with_admin
+async def test_the_route_explainer(app: App) -> None:
+    """/admin/api/route says what `smm-gateway route` says: each candidate's cost for
+    this order, its range and breaker, and which one is TAKEN; bad input is a 400."""
+    r = await api(app, "GET", "/route?service=1&quantity=100")
+    assert r.status_code == 200, r.text
+    x = r.json()
+    assert x["taken"] == "prov-a" and x["in_range"] is True and x["client"] is None
+    a, b = x["candidates"]
+    assert (a["provider"], a["verdict"], a["cost_rate"], a["cost"], a["breaker"]) == (
+        "prov-a", "taken", "0.50000", "0.05000", "closed")
+    assert (b["provider"], b["verdict"], b["reason"]) == ("prov-b", "fallback", None)
+    assert a["min"] <= 100 <= a["max"]
+    lines = app.in_app(ops_route, app.resources, 1, 100, None)
+    assert any("prov-a #1" in line and "TAKEN" in line for line in lines)
+    for_alice = (await api(app, "GET", "/route?service=1&quantity=100&client=alice")).json()
+    assert for_alice["client"] == "alice" and for_alice["taken"] == "prov-a"
+    huge = (await api(app, "GET", "/route?service=1&quantity=999999999")).json()
+    assert huge["in_range"] is False and huge["taken"] is None
+    assert all(c["verdict"] == "skipped" and c["reason"] for c in huge["candidates"])
+    for query, words in (("service=1", "quantity"), ("quantity=5", "service"),
+                         ("service=abc&quantity=5", "service"),
+                         ("service=1&quantity=-3", "quantity"),
+                         ("service=999&quantity=100", "not in the catalog"),
+                         ("service=1&quantity=100&client=nobody", "No client")):
+        assert words in is_json_error(await api(app, "GET", f"/route?{query}"), 400), query
+    assert "Bearer" in is_json_error(
+        await api(app, "GET", "/route?service=1&quantity=100", headers={}), 401)
+    await login(app)
+    page = await app.http.get("/admin/catalog?service=1&quantity=100&client=alice")
+    assert page.status_code == 200 and 'id="route-table"' in page.text
+    assert "TAKEN: the next order goes here" in page.text
+    bad = await app.http.get("/admin/catalog?service=1&quantity=x")
+    assert bad.status_code == 200 and 'id="route-error"' in bad.text
+
+
+@with_admin
+async def test_providers_show_failure_rates_and_latency(app: App) -> None:
+    """A provider's breaker window (calls, failures, rate) and this process's upstream
+    latency, on /admin/api/providers and the Providers page."""
+    import anyio
+
+    app.providers["prov-a"].fail_always("add", Unreachable())  # writes retry a connect
+    await app.call(action="add", service=1, link="https://t/rates", quantity=100)
+    app.providers["prov-a"].fail_always("add", None)
+    with anyio.fail_after(5):
+        while True:
+            found = {p["name"]: p for p in (await api(app, "GET", "/providers")).json()[
+                "providers"]}
+            if found["prov-b"]["window"]["calls"]:  # successes are flushed within 0.1 s
+                break
+            await anyio.sleep(0.05)
+    a, b = found["prov-a"]["window"], found["prov-b"]["window"]
+    assert a["failures"] == 1 and a["calls"] >= 1 and a["failure_rate"] > 0
+    assert b["failures"] == 0 and b["failure_rate"] == 0.0 and a["seconds"] == 60
+    for p in found.values():
+        assert p["latency"]["calls"] >= 1 and p["latency"]["mean_s"] >= 0
+    await login(app)
+    page = await app.http.get("/admin/providers")
+    assert 'id="window-prov-a"' in page.text and "% failed" in page.text
+    assert 'id="latency-prov-b"' in page.text and "mean " in page.text
+
+
+@with_admin
+async def test_an_order_shows_the_candidates_tried(app: App) -> None:
+    """Each add of an order: refused (with the message) or unreachable, and where it
+    was placed; a first-try order stores nothing more than before."""
+    app.providers["prov-a"].fail_always("add", Unreachable())  # writes retry a connect
+    first = (await app.call(action="add", service=1, link="https://t/1", quantity=100))["order"]
+    app.providers["prov-a"].fail_always("add", None)
+    app.providers["prov-a"].fail("add", Reject("API is under maintenance"))
+    second = (await app.call(action="add", service=1, link="https://t/2", quantity=100))["order"]
+    plain = (await app.call(action="add", service=1, link="https://t/3", quantity=100))["order"]
+    app.providers["prov-a"].fail("add", Reject("Incorrect link"))
+    r = await app.post(action="add", service=1, link="https://t/4", quantity=100)
+    assert r.status_code == 400
+    failed = (await api(app, "GET", "/orders?q=https://t/4")).json()["orders"][0]["order"]
+
+    def tried(order: int) -> list[tuple[str, str, str]]:
+        return [(t["provider"], t["outcome"], t["message"]) for t in detail[order]["tried"]]
+
+    detail = {o: (await api(app, "GET", f"/orders/{o}")).json()
+              for o in (first, second, plain, failed)}
+    b_id = detail[first]["upstream_id"]
+    assert tried(first) == [("prov-a", "unreachable", "connect failed: ConnectError"),
+                            ("prov-b", "placed", f"upstream order {b_id}")]
+    assert tried(second)[0] == ("prov-a", "refused", "API is under maintenance")
+    assert tried(second)[1][:2] == ("prov-b", "placed")
+    assert [t[:2] for t in tried(plain)] == [("prov-a", "placed")]
+    assert tried(failed) == [("prov-a", "refused", "Incorrect link")]
+    await login(app)
+    page = await app.http.get(f"/admin/orders/{first}")
+    assert 'id="tried"' in page.text and "unreachable" in page.text
