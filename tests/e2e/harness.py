@@ -227,7 +227,7 @@ def base_config(a: Sim, b: Sim, **gateway: Any) -> dict[str, Any]:
         "gateway": {"currency": "USD", "markup": "1.5", "order_id_start": 5000,
                     "refill_id_start": 700, "balance_cache_s": 0, "status_cache_s": 0,
                     **gateway},
-        "clients": CLIENTS,
+        "clients": [dict(c) for c in CLIENTS],  # copies: a test may change its own
         "providers": [provider("prov-a", a), provider("prov-b", b)],
         "services": [
             {"id": 1, "name": "Followers", "category": "TikTok",
