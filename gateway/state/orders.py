@@ -84,7 +84,10 @@ class Orders:
     async def put_orders(self, records: Mapping[int, OrderRecord],
                          settles: bool = False, tally: Tally | None = None) -> None:
         """Store records. `settles`: these records explain their reservations (the
-        ledger's pending marks are cleared in the same round trip)."""
+        ledger's pending marks are cleared in the same round trip). A failed record
+        explains nothing: its mark stays until the release clears it (the ledger's
+        credit does, atomically), so a process killed between the two leaves the mark
+        for the reconciler, never a charge that nothing will give back."""
         pipe = self.redis.pipeline(transaction=False)
         if tally is not None:
             for record in records.values():
@@ -96,7 +99,7 @@ class Orders:
                 pipe.sadd(keys.UNKNOWN_ORDERS, order_id)
             else:
                 pipe.srem(keys.UNKNOWN_ORDERS, order_id)
-            if settles and record.ledger:
+            if settles and record.ledger and record.state != "failed":
                 pipe.hdel(keys.client_pending(record.client), str(order_id))
         await pipe.execute()
 

@@ -211,6 +211,28 @@ async def test_reconciler_leaves_reservations_that_a_record_explains(state: Stat
         [oid]))[oid].charge
 
 
+async def test_a_failed_record_keeps_its_reservation_mark_until_the_release(
+        state: State) -> None:
+    """A replica killed after storing an order's failure and before releasing its
+    reservation: the pending mark stays with the failed record, so the reconciler
+    gives the money back (chaos found the charge kept for good when the record's write
+    cleared the mark)."""
+    s = state
+    await topup(s, "5")
+    await s.r.ledger.reserve("bob", Decimal("2"), 4243)
+    failed = OrderRecord(client="bob", service=1, provider="prov-a", upstream_service="1",
+                         link="https://t.co/x", quantity=100, charge=Decimal("2"),
+                         cost=Decimal("1"), created=1, state="failed", ledger=True)
+    await s.r.orders.put_order(4243, failed, settles=True)  # ... and killed right here
+    assert {p.order for p in await s.r.ledger.pending("bob")} == {4243}
+    s.clock.advance(PENDING_GRACE_S + 1)
+    assert await s.r.recovery.reconcile() == 1
+    assert await s.r.ledger.balance("bob") == Decimal(5)
+    assert "the order failed" in (await s.r.ledger.history("bob"))[-1].note
+    ok, lines = await keys_check(s.r.redis, "bob")
+    assert ok, lines
+
+
 async def test_keys_check_reports_a_charge_without_a_record(state: State) -> None:
     s = state
     await topup(s, "5")
