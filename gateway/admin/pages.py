@@ -142,7 +142,8 @@ async def reload_submit(request: Req) -> Redirect:
 @get("/providers", include_in_schema=False)
 async def providers_page(request: Req) -> Template | Redirect:
     r = console(request).resources(request)
-    return await _page(request, "providers.html", providers=await queries.providers(r))
+    return await _page(request, "providers.html", providers=await queries.providers(r),
+                       score_window_d=r.settings.gateway.score_window_d)
 
 
 @get("/orders", include_in_schema=False)

@@ -112,6 +112,9 @@ async def providers(r: Resources) -> list[dict[str, Any]]:
             "services_routed": sum(1 for v in r.catalog.views.values()
                                    if any(c.provider == name for c in v.candidates)),
             "scorecards": [cards[(name, sid)].as_json() for sid in services[name]],
+            # what each of its services delivered lately, as `route` says it
+            "delivery": [{"service": sid, "summary": cards[(name, sid)].summary()}
+                         for sid in services[name]],
         })
     return out
 

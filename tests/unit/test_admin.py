@@ -411,3 +411,21 @@ async def test_an_order_shows_the_candidates_tried(app: App) -> None:
     await login(app)
     page = await app.http.get(f"/admin/orders/{first}")
     assert 'id="tried"' in page.text and "unreachable" in page.text
+
+
+@with_admin
+async def test_providers_page_shows_what_each_service_delivered(app: App) -> None:
+    """The scorecard of each provider service (as `route` words it) on the Providers page:
+    none before an order ends, then what the finished order delivered."""
+    await login(app)
+    order = (await app.call(action="add", service=1, link="https://t/d", quantity=100))["order"]
+    detail = (await api(app, "GET", f"/orders/{order}")).json()
+    held = f'id="delivery-{detail["provider"]}-{detail["upstream_service"]}">'
+    page = await app.http.get("/admin/providers")
+    assert held + "no evidence yet" in page.text
+    app.providers[detail["provider"]].set_status(detail["upstream_id"], "Completed", remains=0)
+    assert (await app.call(action="status", order=order))["status"] == "Completed"
+    page = await app.http.get("/admin/providers")
+    row = re.search(held + r"([^<]*)<", page.text)
+    assert row is not None and "completed 100%" in row.group(1), row
+    assert "delivered 100%" in row.group(1)
