@@ -40,7 +40,7 @@ SETTLE_S = 2.0  # the gateway reclaims after 1 s of quiet
 IDLE_S = 5.0  # the most quiet the test waits for RSS to come back
 RETURN_WITHIN = 0.10  # issue 10: RSS after the load within 10 % of before it
 WARM_CONNECTIONS = 64
-WARM_EACH = 200  # warm-up requests per action
+WARM_EACH = 100  # warm-up requests per action
 KEY = "alice-key"
 
 
