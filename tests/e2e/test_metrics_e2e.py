@@ -35,6 +35,18 @@ class TwoWorkers(Gateway):
              "--workers", "2", "--data-dir", str(self.data_dir)], env, self.log_path)
         _wait(f"{self.base}/readyz", self.proc, "gateway")
         self.http = httpx.Client(timeout=30)
+        self.wait_both_ready()
+
+    def wait_both_ready(self) -> None:
+        """`/readyz` answered by one worker says nothing of the other (it may still be
+        loading the lists): ready on 8 new connections in a row, whichever answers."""
+        deadline, in_a_row = time.monotonic() + 30, 0
+        while in_a_row < 8:
+            assert time.monotonic() < deadline, "a worker never got ready"
+            ok = httpx.get(f"{self.base}/readyz", timeout=10).status_code == 200
+            in_a_row = in_a_row + 1 if ok else 0
+            if not ok:
+                time.sleep(0.1)
 
 
 @pytest.fixture
