@@ -25,6 +25,8 @@ from restartable import Server
 
 from gateway.actions import Actions
 from gateway.clock import ManualClock
+from gateway.state.clients import Directory
+from gateway.state.connect import connect
 from gateway.wiring import open_resources
 from inprocess import App, State, flushed, make_providers, make_settings, serve
 from upstream import FakeProvider, transport_for
@@ -95,3 +97,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+async def directory(anyio_backend: str, redis_url: str) -> AsyncIterator[Directory]:
+    """The client directory on a Redis database of its own."""
+    redis = connect(redis_url)
+    try:
+        yield Directory(redis)
+    finally:
+        await redis.aclose()

@@ -4,7 +4,6 @@ rotate` keeps them), and applied by the one candidate decision `add` makes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Literal
@@ -22,7 +21,6 @@ from gateway.digest import sha256_hex
 from gateway.routing import decide
 from gateway.routing.plan import ClientRules, plan, usable
 from gateway.state.clients import Directory, config_digest
-from gateway.state.connect import connect
 from inprocess import ALICE, BOB, config_text
 from upstream import FakeProvider, Reject
 
@@ -76,15 +74,6 @@ def test_service_link_fields_are_checked() -> None:
 
 
 # --- stored with the client ---------------------------------------------------------
-
-
-@pytest.fixture
-async def directory(anyio_backend: str, redis_url: str) -> AsyncIterator[Directory]:
-    redis = connect(redis_url)
-    try:
-        yield Directory(redis)
-    finally:
-        await redis.aclose()
 
 
 SHOP = ClientSettings(name="shop", key="shop-key", providers=ProviderRules(allow=["prov-b"]),

@@ -4,28 +4,17 @@ restart, until the config itself changes that client's entry (then it wins, loud
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
 from gateway.config import ClientSettings
 from gateway.state.clients import ClientRecord, Directory
-from gateway.state.connect import connect
 
 pytestmark = pytest.mark.anyio
 
 SHOP = ClientSettings(name="shop", key="shop-key", mode="ledger", markup=Decimal("1.2"))
 OWNER = ClientSettings(name="owner", key="owner-key")
-
-
-@pytest.fixture
-async def directory(anyio_backend: str, redis_url: str) -> AsyncIterator[Directory]:
-    redis = connect(redis_url)
-    try:
-        yield Directory(redis)
-    finally:
-        await redis.aclose()
 
 
 async def restart(directory: Directory, *clients: ClientSettings) -> Directory:
