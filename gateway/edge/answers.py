@@ -1,10 +1,10 @@
 """The exception table: every error the gateway raises, answered as {"error": ...}.
 
-One handler per branch of `gateway.errors`, registered once on the app; no
-route catches anything itself. Every answer is JSON, never HTML, and with
-`always-200` every error is sent with HTTP 200 (for clients that raise on any
-other status): the client's own `error_status` once its key is known (the api
-handler puts it on `request.state[ERROR_STATUS]`), else `gateway.error_status`.
+One answer per branch of `gateway.errors` (`reply`), registered once on the app
+for its routes and used by the API endpoint itself (`gateway.edge.api`). Every
+answer is JSON, never HTML, and with `always-200` every error is sent with HTTP
+200 (for clients that raise on any other status): the client's own
+`error_status` once its key is known, else `gateway.error_status`.
 
 A Redis outage (`StoreUnavailable`) is logged once when it starts and once when
 Redis answers again (with how long it lasted and how many requests it refused),
@@ -96,39 +96,30 @@ def always_200(request: Request[Any, Any, Any]) -> bool:
     return bool(chosen == "always-200")
 
 
-def error(request: Request[Any, Any, Any], message: str, status: int) -> Response[bytes]:
+def reply(state: Any, exc: Exception) -> tuple[str, int]:
+    """The message and HTTP status that answer `exc` (before `always-200`), with what
+    the error does besides (an outage noted, a crash logged). `state`: the app's."""
+    if isinstance(exc, ClientError):
+        return exc.message, exc.status_code
+    if isinstance(exc, StoreUnavailable):
+        state.outage.failed(exc)
+        metrics.redis_error()
+        return TEMPORARY, StoreUnavailable.status_code
+    if isinstance(exc, HTTPException):
+        if exc.status_code in (404, 405):
+            return "Not Found", 404
+        if exc.status_code == 413:
+            return TOO_LARGE, 400
+        return "Incorrect request", 400
+    log.exception("unhandled error", exc_info=exc)
+    return TEMPORARY, 503
+
+
+def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    message, status = reply(request.app.state, exc)
     if always_200(request):
         status = 200
     return Response(ENCODER.encode(ErrorAnswer(message)), status_code=status, media_type=JSON)
 
 
-def _client_error(request: Request[Any, Any, Any], exc: ClientError) -> Response[bytes]:
-    return error(request, exc.message, exc.status_code)
-
-
-def _store_unavailable(request: Request[Any, Any, Any],
-                       exc: StoreUnavailable) -> Response[bytes]:
-    request.app.state.outage.failed(exc)
-    metrics.redis_error()
-    return error(request, TEMPORARY, StoreUnavailable.status_code)
-
-
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    if exc.status_code in (404, 405):
-        return error(request, "Not Found", 404)
-    if exc.status_code == 413:
-        return error(request, TOO_LARGE, 400)
-    return error(request, "Incorrect request", 400)
-
-
-def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.exception("unhandled error", exc_info=exc)
-    return error(request, TEMPORARY, 503)
-
-
-HANDLERS: ExceptionHandlersMap = {
-    ClientError: _client_error,
-    StoreUnavailable: _store_unavailable,
-    HTTPException: _http_error,
-    Exception: _crash,
-}
+HANDLERS: ExceptionHandlersMap = {Exception: _answer}

@@ -3,8 +3,16 @@
 `POST /api/v2` (and `/api/v2/`) is the standard; `GET` with the fields in the query
 string is served the same way (PHP panels read `$_REQUEST`, and clients in the wild
 send `services`, or everything, as GETs). A GET without an `action` (a browser
-opening the URL) is 404. Once the key names a client, its `error_status` decides
-how every error of the request is answered (`gateway.edge.answers.error`).
+opening the URL), and any other method, is 404. Once the key names a client, its
+`error_status` decides how every error of the request is answered (`always-200`).
+
+The endpoint is litestar's, routed by litestar, but served as a plain ASGI handler
+(`@asgi`): the body is read, the answer sent and every error answered here (with
+`gateway.edge.answers.reply`, the app's exception table's own), with no request
+object, signature model or response conversion per request: the hot path of every
+panel call. Its metrics and access-log line go out as its answer does, with the
+status actually sent; it keeps the config it started with (a reload swaps in
+another meanwhile, `gateway.edge.reload`).
 
 Data path: edge (here) -> auth -> action (`gateway.actions`) -> router
 (`gateway.routing`) -> provider client (`gateway.upstream`) -> state
@@ -20,115 +28,133 @@ import socket
 import time
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import asgi
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from gateway import metrics
 from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
-from gateway.edge.answers import ERROR_STATUS, JSON
+from gateway.edge.answers import reply
 from gateway.edge.auth import fingerprint, presented_key
-from gateway.edge.fields import query_fields, read_fields
-from gateway.edge.peers import client_address
+from gateway.edge.fields import body_pairs, collect, query_fields, read_body
+from gateway.edge.peers import scope_address
 from gateway.edge.reload import Generation
 from gateway.errors import AuthError, ClientError, NotFound, NotReady, StoreUnavailable
-from gateway.wire import ENCODER, Encoded
-from gateway.wiring import Resources
+from gateway.wire import ENCODER, Encoded, ErrorAnswer
 
 log = logging.getLogger("gateway.edge")
 access = logging.getLogger("gateway.access")
 
-# request.state: what the access log and the metrics say about a request
-ACTION, CLIENT, IDS, OUTCOME = "m_action", "m_client", "m_ids", "m_outcome"
-GENERATION = "generation"  # the config a request runs on, start to end (gateway.edge.reload)
+Headers = list[tuple[bytes, bytes]]
+_CONTENT_TYPE = (b"content-type", b"application/json")
+_PRIVATE = (b"cache-control", b"private, no-cache")  # a GET's URL holds the key
+_OPTIONS: Headers = [(b"allow", b"GET, OPTIONS, POST")]
 
 
-def measured(app: ASGIApp) -> ASGIApp:
-    """Middleware of the API routes: as a request's answer goes out, its metrics and its
-    access-log line, with the status actually sent (errors are answered by the
-    exception table, inside this). The request keeps the config it started with, and
-    that config stays open until it is done (a reload swaps in another meanwhile)."""
+class Call:
+    """One API request as its metrics and its access-log line tell it."""
 
-    async def measure(scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        status, done = 0, False
-        app_state = scope["app"].state
-        reclaimer = app_state.reclaimer
-        reclaimer.enter()
-        generation: Generation = app_state.generation.enter()
-        scope.setdefault("state", {})[GENERATION] = generation
+    __slots__ = ("action", "client", "error_status", "ids", "outcome")
 
-        async def sending(message: Message) -> None:
-            nonlocal status, done
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif not message.get("more_body", False):  # counted before the client has it
-                done = True
-                _answered(scope, status, time.perf_counter() - started)
-            await send(message)
-
-        try:
-            async with app_state.admission:  # gateway.max_in_flight
-                await app(scope, receive, sending)
-        finally:
-            reclaimer.leave()
-            generation.leave()
-            if not done:  # no answer sent (the client went away)
-                _answered(scope, status, time.perf_counter() - started)
-
-    return measure
+    def __init__(self) -> None:
+        self.action = "none"
+        self.client: str | None = None
+        self.error_status: str | None = None  # the identified client's
+        self.ids = 0
+        self.outcome: str | None = None
 
 
-@post(["/api/v2", "/api/v2/"], status_code=200, include_in_schema=False,
-      middleware=[measured])
-async def api_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
+@asgi(["/api/v2", "/api/v2/"], copy_scope=False)
+async def api_v2(scope: Scope, receive: Receive, send: Send) -> None:
+    started = time.perf_counter()
+    state = scope["app"].state
+    call = Call()
+    reclaimer = state.reclaimer
+    reclaimer.enter()
+    generation: Generation = state.generation.enter()
+    status = 0
     try:
-        address = client_address(request)
-        await request.state[GENERATION].resources.limiter.refuse_blocked(address)
-        return await _serve(request, address, await read_fields(request), {})
+        async with state.admission:  # gateway.max_in_flight
+            try:
+                status, body, headers = await _serve(scope, receive, generation, call)
+            except Exception as exc:
+                call.outcome = outcome(exc)
+                message, status = reply(state, exc)
+                chosen = call.error_status
+                if state.always_200 if chosen is None else chosen == "always-200":
+                    status = 200
+                body, headers = ENCODER.encode(ErrorAnswer(message)), []
+            if status not in (204, 304):  # they have no body
+                headers.append(_CONTENT_TYPE)
+                headers.append((b"content-length", b"%d" % len(body)))
+            start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status,
+                                             "headers": headers}
+            await send(start)
+            # counted before the client has it
+            _answered(generation, call, status, time.perf_counter() - started)
+            status = -1  # the client has it
+            end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
+                                          "more_body": False}
+            await send(end)
     except BaseException as exc:
-        request.state[OUTCOME] = outcome(exc)
+        call.outcome = call.outcome or outcome(exc)
         raise
+    finally:
+        reclaimer.leave()
+        generation.leave()
+        if status >= 0:  # no answer sent (the client went away)
+            _answered(generation, call, status, time.perf_counter() - started)
 
 
-@get(["/api/v2", "/api/v2/"], include_in_schema=False, middleware=[measured])
-async def api_v2_get(request: Request[Any, Any, Any]) -> Response[bytes]:
-    try:
-        fields = query_fields(request)
+async def _serve(scope: Scope, receive: Receive, generation: Generation, call: Call,
+                 ) -> tuple[int, bytes, Headers]:
+    state = scope["app"].state
+    r = generation.resources
+    method = scope["method"]  # type: ignore[typeddict-item]  # an http scope
+    headers = {name.decode("latin-1"): value.decode("latin-1")
+               for name, value in scope["headers"]}
+    answer_headers: Headers = []
+    if method == "POST":
+        address = scope_address(scope, state.trusted_networks)
+        await r.limiter.refuse_blocked(address)
+        fields = query_fields(scope["query_string"])
+        body = await read_body(receive, headers.get("content-length"))
+        fields.update(collect(await body_pairs(headers.get("content-type", ""), body)))
+    elif method == "GET":
+        fields = query_fields(scope["query_string"])
         if not fields.get("action", "").strip():
             raise NotFound()  # a browser opening the URL
-        address = client_address(request)
-        await request.state[GENERATION].resources.limiter.refuse_blocked(address)
-        # the URL holds the key: no shared cache may keep the answer
-        return await _serve(request, address, fields, {"Cache-Control": "private, no-cache"})
-    except BaseException as exc:
-        request.state[OUTCOME] = outcome(exc)
-        raise
-
-
-async def _serve(request: Request[Any, Any, Any], address: str, fields: dict[str, str],
-                 headers: dict[str, str]) -> Response[bytes]:
-    state = request.app.state
-    generation: Generation = request.state[GENERATION]
-    r: Resources = generation.resources
+        address = scope_address(scope, state.trusted_networks)
+        await r.limiter.refuse_blocked(address)
+        answer_headers.append(_PRIVATE)  # no shared cache may keep the answer
+    elif method == "OPTIONS":
+        return 204, b"", list(_OPTIONS)
+    else:
+        raise NotFound()
     table = generation.actions.table
-    request.state[ACTION] = _action_label(fields.get("action", "").strip(), table)
-    request.state[IDS] = _ids_count(fields)
-    key = presented_key(fields, request.headers)
+    action = fields.get("action", "").strip()
+    call.action = _action_label(action, table)
+    call.ids = _ids_count(fields)
+    key = presented_key(fields, headers)
     client = await r.directory.identify(key)
     if client is None:
         log.info("authentication failed", extra={
             "address": address, "key": fingerprint(key) if key else None})
         await r.limiter.failed_auth(address)
         raise AuthError()
-    request.state[ERROR_STATUS] = client.error_status  # its errors, its way from here on
-    request.state[CLIENT] = client.name
+    call.error_status = client.error_status  # its errors, its way from here on
+    call.client = client.name
     if client.rate_limit:
         await r.limiter.check(client.name, client.rate_limit, client.burst)
-    idem = request.headers.get("idempotency-key")
+    idem = headers.get("idempotency-key")
     if idem:
         fields["idempotency_key"] = idem
-    action = fields.get("action", "").strip()
     if not action:
         raise ClientError("Missing action")
     handler = table.get(action)
@@ -137,11 +163,11 @@ async def _serve(request: Request[Any, Any, Any], address: str, fields: dict[str
     result = await handler(client, fields)
     await state.outage.succeeded(r.redis)
     if isinstance(result, Encoded):  # `services`: pre-encoded, with its ETag
-        headers["ETag"] = result.etag
-        if request.headers.get("if-none-match") == result.etag:
-            return Response(b"", status_code=304, headers=headers)
-        return Response(result.body, media_type=JSON, headers=headers)
-    return Response(ENCODER.encode(result), media_type=JSON, headers=headers)
+        answer_headers.append((b"etag", result.etag.encode()))
+        if headers.get("if-none-match") == result.etag:
+            return 304, b"", answer_headers
+        return 200, result.body, answer_headers
+    return 200, ENCODER.encode(result), answer_headers
 
 
 def outcome(exc: BaseException) -> str:
@@ -190,15 +216,12 @@ def replica() -> str:
     return _replica[1]
 
 
-def _answered(scope: Scope, status: int, seconds: float) -> None:
-    facts: dict[str, Any] = scope.get("state") or {}
-    action = facts.get(ACTION, "none")
-    result = facts.get(OUTCOME) or ("ok" if 0 < status < 400 else "error")
-    metrics.request(action, result, seconds)
-    generation: Generation = facts.get(GENERATION) or scope["app"].state.generation
+def _answered(generation: Generation, call: Call, status: int, seconds: float) -> None:
+    result = call.outcome or ("ok" if 0 < status < 400 else "error")
+    metrics.request(call.action, result, seconds)
     if generation.resources.settings.gateway.access_log and \
             access.isEnabledFor(logging.INFO):
-        line = {"client": facts.get(CLIENT), "action": action, "ids": facts.get(IDS, 0),
+        line = {"client": call.client, "action": call.action, "ids": call.ids,
                 "status": status, "outcome": result, "ms": round(seconds * 1000, 3),
                 "replica": replica()}
         # as `access.info("request", extra=line)`, without its search for the caller's frame

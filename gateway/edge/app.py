@@ -19,7 +19,7 @@ from gateway.admin.mount import mount
 from gateway.clock import SYSTEM, Clock
 from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
-from gateway.edge.api import api_v2, api_v2_get
+from gateway.edge.api import api_v2
 from gateway.edge.fields import MAX_BODY
 from gateway.edge.memory import Reclaimer
 from gateway.edge.peers import client_address
@@ -57,7 +57,7 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
     admin = mount(settings.gateway.admin_key, client_address) if settings.gateway.admin_key \
         else None  # /admin/ is served only with an admin key: otherwise 404 like any path
     app = Litestar(
-        route_handlers=[api_v2, api_v2_get, livez, healthz, readyz, scrape,
+        route_handlers=[api_v2, livez, healthz, readyz, scrape,
                         *([admin.router] if admin else [])],
         template_config=admin.templates if admin else None,
         lifespan=[lifespan, lifecycle],  # lifecycle is left first: readyz says 503 at once

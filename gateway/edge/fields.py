@@ -16,12 +16,15 @@ decoding).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
-from litestar import Request
+from litestar._multipart import parse_content_header, parse_multipart_form
+from litestar.datastructures import FormMultiDict
+from litestar.exceptions import HTTPException
+from litestar.types import Receive
 
 from gateway.edge.answers import TOO_LARGE
 from gateway.errors import ClientError
@@ -109,25 +112,60 @@ def collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return fields
 
 
-def query_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The fields of the query string (`GET /api/v2?key=..&action=..`)."""
-    raw: bytes = request.scope.get("query_string", b"")
+def query_fields(raw: bytes) -> dict[str, str]:
+    """The fields of a query string (`GET /api/v2?key=..&action=..`)."""
     if len(raw) > MAX_QUERY:
         raise ClientError("Incorrect request: query string too long (16 KiB at most)")
     return collect(_form_pairs(raw)) if raw else {}
 
 
-async def _body_pairs(request: Request[Any, Any, Any]) -> Pairs:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "multipart/form-data":
-        try:
-            form = await request.form()
-        except (UnicodeDecodeError, LookupError):  # a part's charset, or its bytes
-            raise ClientError("Incorrect request: fields must be UTF-8 text") from None
-        return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-    body = await request.body()
-    if len(body) > MAX_BODY:
+async def read_body(receive: Receive, announced: str | None) -> bytes:
+    """The request body, at most MAX_BODY bytes (`announced`: its Content-Length)."""
+    if announced is not None and announced.isdigit() and int(announced) > MAX_BODY:
         raise ClientError(TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away mid-body
+            raise ClientError("Incorrect request")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ClientError(TOO_LARGE)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _multipart_pairs(content_type: str, body: bytes) -> Pairs:
+    _, options = parse_content_header(content_type)
+    boundary = options.get("boundary")
+    if not boundary:
+        raise ClientError("Incorrect request")
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+        yield b""
+
+    try:
+        form = await parse_multipart_form(stream=stream(), boundary=boundary.encode(),
+                                          multipart_form_part_limit=MAX_FIELDS)
+    except (UnicodeDecodeError, LookupError):  # a part's charset, or its bytes
+        raise ClientError("Incorrect request: fields must be UTF-8 text") from None
+    except HTTPException:  # litestar's parser: a malformed body
+        raise ClientError("Incorrect request") from None
+    items = FormMultiDict.from_form_data(form).multi_items()
+    return [(k, v) for k, v in items if isinstance(v, str)]
+
+
+async def body_pairs(content_type: str, body: bytes) -> Pairs:
+    """The fields of a POST body of this Content-Type."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        return await _multipart_pairs(content_type, body)
     if ctype in ("application/x-www-form-urlencoded", "") or ctype.startswith("text/plain"):
         return _form_pairs(body)
     if ctype == JSON or ctype.endswith("+json"):
@@ -135,10 +173,3 @@ async def _body_pairs(request: Request[Any, Any, Any]) -> Pairs:
     if not body:  # nothing to read: the query string says it all
         return []
     raise ClientError("Unsupported content type: send application/x-www-form-urlencoded")
-
-
-async def read_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """A POST's fields: the query string's, under the body's (the body wins)."""
-    fields = query_fields(request)
-    fields.update(collect(await _body_pairs(request)))
-    return fields

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from litestar import Request
+from litestar.datastructures import Headers
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -123,19 +124,15 @@ def resolve(peer: str, headers: Any, networks: Sequence[Network]) -> str:
     return str(from_chain(hops, direct, networks))
 
 
-def _networks(request: Request[Any, Any, Any]) -> tuple[Network, ...]:
-    state = request.app.state
-    networks: tuple[Network, ...] | None = getattr(state, "trusted_networks", None)
-    if networks is None:
-        networks = parse_networks(state.resources.settings.gateway.trusted_proxies)
-        state.trusted_networks = networks
-    return networks
-
-
 def client_address(request: Request[Any, Any, Any]) -> str:
     """The real client's address: the peer, or what a trusted proxy says it saw."""
-    peer = request.client.host if request.client else "-"
-    networks = _networks(request)
+    return scope_address(request.scope, request.app.state.trusted_networks)
+
+
+def scope_address(scope: Any, networks: Sequence[Network]) -> str:
+    """`client_address` from an ASGI scope and the trusted networks (the app's state)."""
+    client = scope.get("client")
+    peer = client[0] if client else "-"
     if not networks:  # nobody is trusted: the peer, without reading a header
-        return peer
-    return resolve(peer, request.headers, networks)
+        return str(peer)
+    return resolve(peer, Headers.from_scope(scope), networks)
