@@ -17,7 +17,7 @@ import msgspec
 from gateway.models import OrderRecord, RefillRecord
 from gateway.state import keys, scripts
 from gateway.state.connect import AnyRedis, maps_redis_errors
-from gateway.state.stats import Tally, add_tally
+from gateway.state.stats import Expiries, Tally, add_tally
 
 R = TypeVar("R")
 
@@ -42,6 +42,7 @@ class Orders:
         self._floor = redis.register_script(scripts.FLOOR)
         self._ids: list[int] = []
         self._id_lock = asyncio.Lock()
+        self._expiries = Expiries()
 
     async def set_sequence_floors(self, order_start: int, refill_start: int) -> None:
         await self._floor(keys=[keys.ORDER_SEQ], args=[order_start - 1])
@@ -91,7 +92,7 @@ class Orders:
         pipe = self.redis.pipeline(transaction=False)
         if tally is not None:
             for record in records.values():
-                add_tally(pipe, tally, record)
+                add_tally(pipe, tally, record, self._expiries)
         for order_id, record in records.items():
             pipe.hset(keys.order_bucket(order_id), str(order_id), _enc.encode(record))
             # in flight or ambiguous: listed by `orders unknown` until settled
@@ -155,16 +156,22 @@ class Orders:
 
     async def _get_records(self, ids: Iterable[int], bucket: Callable[[int], str],
                            decoder: msgspec.msgpack.Decoder[R]) -> dict[int, R]:
-        """One HMGET per bucket, all in one pipelined round trip."""
+        """One HMGET per bucket, all in one round trip (pipelined when more than one)."""
         groups = _by_bucket(ids, bucket)
         if not groups:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for name, members in groups.items():
-            pipe.hmget(name, [str(i) for i in members])
+        if len(groups) == 1:  # the common case (one order, or neighbours): no pipeline
+            [(name, members)] = groups.items()
+            replies: list[list[bytes | str | None]] = [
+                await self.redis.hmget(name, [str(i) for i in members])]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, members in groups.items():
+                pipe.hmget(name, [str(i) for i in members])
+            replies = await pipe.execute()
         found: dict[int, R] = {}
-        for members, values in zip(groups.values(), await pipe.execute(), strict=True):
+        for members, values in zip(groups.values(), replies, strict=True):
             for record_id, value in zip(members, values, strict=True):
-                if value is not None:
+                if isinstance(value, bytes):  # (decode_responses is off: never str)
                     found[record_id] = decoder.decode(value)
         return found

@@ -38,11 +38,39 @@ class Tally:
     fallback: bool = False
 
 
+_day_names: dict[int, str] = {}
+EXPIRY_EVERY_S = 60.0  # a counter's TTL is set again this often (it may have been lost)
+
+
 def day_of(at: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(at))
+    number = int(at // 86400)
+    name = _day_names.get(number)
+    if name is None:
+        if len(_day_names) > 64:
+            _day_names.clear()
+        name = _day_names[number] = time.strftime("%Y-%m-%d", time.gmtime(at))
+    return name
 
 
-def add_tally(pipe: Any, tally: Tally, record: OrderRecord) -> None:
+class Expiries:
+    """The counters' EXPIREs one store has sent: every order touches the same day and
+    minute counters, and their TTL needs setting once, not per order (again after
+    EXPIRY_EVERY_S, in case the key was lost and made again without one)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, float] = {}  # key -> monotonic time its EXPIRE was sent
+
+    def expire(self, pipe: Any, key: str, ttl_s: int) -> None:
+        now = time.monotonic()
+        if now - self._sent.get(key, -EXPIRY_EVERY_S) < EXPIRY_EVERY_S:
+            return
+        if len(self._sent) > 256:
+            self._sent.clear()
+        self._sent[key] = now
+        pipe.expire(key, ttl_s)
+
+
+def add_tally(pipe: Any, tally: Tally, record: OrderRecord, expiries: Expiries) -> None:
     """Queue the counters of one outcome on `pipe` (a pipeline of the caller's)."""
     day = keys.stats_day(day_of(tally.at))
     pipe.hincrby(day, tally.outcome, 1)
@@ -53,8 +81,8 @@ def add_tally(pipe: Any, tally: Tally, record: OrderRecord) -> None:
             pipe.hincrby(day, "fallback", 1)
         minute = keys.stats_minute(int(tally.at // 60))
         pipe.incr(minute)
-        pipe.expire(minute, MINUTE_TTL_S)
-    pipe.expire(day, DAY_TTL_S)
+        expiries.expire(pipe, minute, MINUTE_TTL_S)
+    expiries.expire(pipe, day, DAY_TTL_S)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,7 @@ class ProviderClient:
     def __init__(self, settings: ProviderSettings, transport: Transport) -> None:
         self.name = settings.name
         self.currency = settings.currency
-        self._key = settings.key
+        self._key_field = urlencode({"key": settings.key}).encode() + b"&"  # encoded once
         self._timeout_s = settings.timeout_s
         self._transport = transport
         self._gate = asyncio.Semaphore(settings.max_concurrency)
@@ -86,7 +86,7 @@ class ProviderClient:
     # --- the wire ------------------------------------------------------------
 
     async def _once(self, fields: dict[str, str]) -> Any:
-        body = urlencode({"key": self._key, **fields}).encode()
+        body = self._key_field + urlencode(fields).encode()
         async with self._gate:
             with metrics.upstream(self.name, fields["action"]):
                 raw = await self._transport.post_form(body)

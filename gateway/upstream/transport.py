@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 
 import aiohttp
 import httpx
+import yarl
 
 from gateway.errors import Ambiguous, Unreachable
 
@@ -55,7 +56,7 @@ class Transport(Protocol):
 
 class AiohttpTransport:
     def __init__(self, url: str, timeout_s: float, max_connections: int) -> None:
-        self._url = url
+        self._url = yarl.URL(url)  # parsed once, not per call
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
         connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=15)
