@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.edge.answers import HANDLERS, Outage
 from gateway.edge.api import api_v2
 from gateway.edge.fields import MAX_BODY
-from gateway.edge.memory import Reclaimer
+from gateway.edge.memory import Reclaimer, settle_heap
 from gateway.edge.peers import client_address
 from gateway.edge.probes import healthz, lifecycle, livez, readyz, scrape
 from gateway.edge.reload import Reloader, apply_settings
@@ -31,11 +31,14 @@ from gateway.wiring import TransportFactory, WebhookTransport, open_lasting, rel
 def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = None,
                transport: TransportFactory | None = None, clock: Clock = SYSTEM,
                config_path: Path | None = None,
-               webhook_transport: WebhookTransport | None = None) -> Litestar:
+               webhook_transport: WebhookTransport | None = None,
+               serving: bool = False) -> Litestar:
     """The ASGI app. Its lifespan opens every resource (`gateway.wiring`) and closes it.
     `data_dir`: the gateway's data directory (its `journal/` is kept there).
     `config_path`: the file `settings` came from; with it the config can be reloaded
-    (SIGHUP, the dashboard, `POST /admin/api/reload`)."""
+    (SIGHUP, the dashboard, `POST /admin/api/reload`). `serving`: the app is the
+    process's one (`serve`): once it is up, its heap is settled for the collector
+    (`gateway.edge.memory.settle_heap`)."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -52,6 +55,8 @@ def create_app(settings: Settings, redis_url: str, *, data_dir: Path | None = No
             reclaimer.hooks.append(lambda: release_idle(app.state.resources))
             reclaiming = asyncio.create_task(reclaimer.run())
             stack.callback(reclaiming.cancel)
+            if serving:
+                settle_heap()
             yield
 
     admin = mount(settings.gateway.admin_key, client_address) if settings.gateway.admin_key \

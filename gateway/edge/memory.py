@@ -31,6 +31,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger("gateway.memory")
 
+# the collector's thresholds while serving: the young generation is collected after
+# this many allocations, not CPython's 700 (a 100-order status allocates thousands)
+GC_THRESHOLD = (20_000, 20, 20)
 IDLE_S = 1.0  # quiet this long after a burst: reclaim
 BURST = 32  # API requests in flight at once that make a burst
 Hook = Callable[[], Awaitable[None] | None]
@@ -98,6 +101,17 @@ class Reclaimer:
             await asyncio.sleep(self.idle_s / 4)
             if self.due():
                 await self.reclaim()
+
+
+def settle_heap() -> None:
+    """Once a serving process is up: what it built at start (modules, config, the
+    catalogs) is moved out of the cyclic collector's sight (`gc.freeze`), so a full
+    collection no longer walks it, and the young generation is collected less often
+    (GC_THRESHOLD). Requests make little cyclic garbage (reference counting frees the
+    rest at once), and a burst's is collected by the `Reclaimer`."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def system_allocator(argv: Sequence[str]) -> None:

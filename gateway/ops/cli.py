@@ -56,7 +56,7 @@ def app_factory() -> Any:
     settings = load_settings(path)
     logs.setup(settings.gateway.log_level)
     return create_app(settings, os.environ[ENV_REDIS], config_path=path,
-                      data_dir=Path(os.environ.get(ENV_DATA) or DEFAULT_DATA))
+                      data_dir=Path(os.environ.get(ENV_DATA) or DEFAULT_DATA), serving=True)
 
 
 @contextmanager

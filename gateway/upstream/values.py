@@ -57,12 +57,21 @@ def _fold(text: str) -> str:
     return re.sub(r"[\s_\-]+", " ", text.strip().lower())
 
 
+_status_seen: dict[str, str | None] = {}  # a provider's exact words -> their reading
+
+
 def order_status(value: Any) -> str | None:
     """Standard spelling of an order status, or None if unrecognised."""
     if not isinstance(value, str):
         return None
+    seen = _status_seen.get(value, "")
+    if seen != "":  # a multi-status answer repeats a handful of words a hundred times
+        return seen
     folded = _fold(value)
-    return _STATUS.get(folded) or _STATUS.get(folded.replace(" ", ""))
+    reading = _STATUS.get(folded) or _STATUS.get(folded.replace(" ", ""))
+    if len(_status_seen) < 1024:
+        _status_seen[value] = reading
+    return reading
 
 
 def refill_status(value: Any) -> str | None:
@@ -137,6 +146,10 @@ def ident(value: Any) -> str | None:
 
 def count_text(value: Any) -> str | None:
     """start_count / remains: keep numbers as canonical text, drop junk like `Unknown`."""
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) < 19:
+        return str(int(value))  # the common case: plain digits ("0042" -> "42")
+    if type(value) is int and abs(value) < 10**18:
+        return str(value)
     d = decimal(value)
     if d is None:
         return None
