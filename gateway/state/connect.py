@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 from gateway.errors import StoreUnavailable
@@ -45,7 +46,64 @@ def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
         return cluster
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=POOL_WAIT_S)
+    # the URL's scheme chose redis-py's class (TCP, TLS, unix socket): ours of that kind
+    pool.connection_class = _TASKLESS.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
+
+
+class _TasklessSend:
+    """redis-py's `send_packed_command`, with its write bounded by `asyncio.timeout`.
+
+    redis-py bounds each write with `asyncio.wait_for` (its default socket timeout
+    is 5 s), and in Python 3.11 `wait_for` runs the write in a new task: one task,
+    and one more turn of the event loop, per command sent. The same bound without a
+    task; every error is what redis-py raises (and the connection is closed) as before.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        conn: Any = self
+        timeout = conn.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        if not conn.is_connected:
+            await conn.connect_check_health(check_health=False)
+        if check_health:
+            await conn.check_health()
+        try:
+            if isinstance(command, str):
+                command = command.encode()
+            if isinstance(command, bytes):
+                command = [command]
+            async with asyncio.timeout(timeout):
+                conn._writer.writelines(command)
+                await conn._writer.drain()
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await conn.disconnect(nowait=True)
+            raise ConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:  # a half-sent command: the connection cannot be reused
+            await conn.disconnect(nowait=True)
+            raise
+
+
+class Connection(_TasklessSend, aioredis.Connection):
+    pass
+
+
+class SSLConnection(_TasklessSend, aioredis.SSLConnection):
+    pass
+
+
+class UnixConnection(_TasklessSend, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_TASKLESS: dict[type[Any], type[Any]] = {
+    aioredis.Connection: Connection, aioredis.SSLConnection: SSLConnection,
+    aioredis.UnixDomainSocketConnection: UnixConnection}
 
 
 _holding: ContextVar[bool] = ContextVar("holding_a_cluster_slot", default=False)
