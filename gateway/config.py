@@ -22,6 +22,7 @@ from gateway.errors import ConfigError
 ErrorStatus = Literal["standard", "always-200"]
 PolicyName = Literal["cheapest", "best_value", "fastest"]  # gateway.routing.policy
 TransportName = Literal["httpx", "httpx-aiohttp", "aiohttp"]
+ServerName = Literal["uvicorn", "granian"]  # gateway.ops.servers
 
 DEFAULT_TIMEOUT_S = 15.0
 DEFAULT_MAX_CONCURRENCY = 64
@@ -61,6 +62,7 @@ class GatewaySettings(_Config, kw_only=True):
     header_timeout_s: float = 10.0  # a client must send its request head within this
     body_timeout_s: float = 30.0  # ... and its whole body within this
     access_log: bool = True  # one JSON line per API request on the `gateway.access` logger
+    server: ServerName = "uvicorn"  # the ASGI server `serve` runs (`serve --server` wins)
     # an Idempotency-Key holder's lease (renewed while it works); at least twice the
     # slowest provider timeout
     idempotency_lease_s: float = 30.0

@@ -16,8 +16,9 @@ import msgspec
 
 from gateway.config import Settings
 
-# read once when the app is built: a reload keeps the running value (see the README)
-RESTART_ONLY = ("gateway.admin_key",)
+# read once when the app (or the server) is built: a reload keeps the running value
+# (see the README)
+RESTART_ONLY = ("gateway.admin_key", "gateway.server")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from decimal import Decimal
+from typing import get_args
+
+from gateway.config import ServerName
 
 CONFIG_HELP = "the config file (default: $SMM_GATEWAY_CONFIG, else providers.yaml; now %(default)s)"
 DATA_HELP = ("the gateway's data directory, whose embedded Redis is used when REDIS_URL is "
@@ -26,6 +29,8 @@ def _serving(sub: argparse._SubParsersAction[argparse.ArgumentParser], config: s
     p.add_argument("--port", type=int, default=8080, help="port to listen on (%(default)s)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes, all over one Redis (%(default)s)")
+    p.add_argument("--server", choices=get_args(ServerName), default=None,
+                   help="the ASGI server (default: the config's gateway.server, else uvicorn)")
     _data(p, data)
 
     p = sub.add_parser("demo", help="two simulated providers and the gateway, ready to curl; "

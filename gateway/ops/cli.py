@@ -47,7 +47,8 @@ def default_data() -> str:
 
 
 def app_factory() -> Any:
-    """uvicorn factory for worker processes: config path and Redis URL come from env."""
+    """The app, built in the process that serves it (uvicorn's factory, granian's
+    target: `gateway.ops.servers`): config path and Redis URL come from env."""
     from gateway.edge.app import create_app
     from gateway.ops import logs
 
@@ -104,7 +105,8 @@ def _exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so `finally` blocks (embedded Redis, simulators) run.
 
     uvicorn restores the previous handler after its graceful shutdown and re-raises
-    the signal; with the default handler the process would die on the spot.
+    the signal (granian's embedded server: `gateway.ops.servers` restores it); with
+    the default handler the process would die on the spot.
     SIGHUP (a config reload, `gateway.edge.reload`) is ignored until the app listens
     for it: it must never kill a gateway that is still starting (workers inherit it).
     """
@@ -116,13 +118,12 @@ def _exit_on_sigterm() -> None:
 
 
 def serve(config: str, host: str, port: int, workers: int, data_dir: str,
-          argv: Sequence[str] = ()) -> None:
-    import uvicorn
-
+          argv: Sequence[str] = (), server: str | None = None) -> None:
+    """`server`: "uvicorn" or "granian" (`serve --server`); None: the config's
+    `gateway.server` (`gateway.ops.servers`)."""
     from gateway.edge.memory import system_allocator
-    from gateway.edge.reload import ENV_SUPERVISOR
-    from gateway.edge.timeouts import TimedHttpToolsProtocol
-    from gateway.ops.workers import Supervisor, metrics_dir
+    from gateway.ops.servers import run
+    from gateway.ops.workers import metrics_dir
 
     settings = _load(config)
     system_allocator(argv)
@@ -134,21 +135,9 @@ def serve(config: str, host: str, port: int, workers: int, data_dir: str,
         print(f"smm-gateway listening on http://{host}:{port}/api/v2 "
               f"({len(settings.providers)} providers, {len(settings.services)} services)",
               flush=True)
-        options: dict[str, Any] = dict(
-            factory=True, host=host, port=port, loop="uvloop", http=TimedHttpToolsProtocol,
-            lifespan="on", access_log=False, log_config=None, proxy_headers=False,
-            server_header=False, timeout_graceful_shutdown=10)
         with metrics_dir(data_dir, workers):
-            if workers <= 1:
-                uvicorn.run("gateway.ops.cli:app_factory", **options)
-                return
-            # SIGHUP: a live reload of every worker, not uvicorn's rolling restart
-            os.environ[ENV_SUPERVISOR] = str(os.getpid())
-            from gateway.ops import logs
-
-            logs.setup(settings.gateway.log_level)
-            Supervisor(uvicorn.Config("gateway.ops.cli:app_factory", workers=workers, **options),
-                       os.environ[ENV_CONFIG]).run()
+            run(server or settings.gateway.server, settings, host, port, workers,
+                os.environ[ENV_CONFIG])
 
 
 def check_config(path: str) -> int:
@@ -327,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command in ("route", "catalog"):
         raise SystemExit(catalog_command(args))
     if args.command == "serve":
-        serve(args.config, args.host, args.port, args.workers, args.data_dir, argv)
+        serve(args.config, args.host, args.port, args.workers, args.data_dir, argv,
+              args.server)
     elif args.command == "demo":
         demo(args.port, args.data_dir)
     elif args.command == "check-config":

@@ -1,12 +1,13 @@
 """`serve --workers N`: the supervisor of the worker processes, and their metrics dir.
 
 uvicorn's own supervisor (0.54) answers SIGHUP with a rolling restart of every
-worker. Ours reloads the config live instead (`gateway.edge.reload`): on SIGHUP it
-checks the config file with the loader `serve` uses; an invalid file is refused
-there (its errors logged, one JSON line) and no worker is touched; a valid one is
-relayed as a SIGHUP to every worker, and each swaps it in without dropping a
-request, keeping its pid. The rest (SIGTERM, SIGINT, SIGTTIN/SIGTTOU, a dead
-worker replaced) is uvicorn's.
+worker, and so does granian's. Ours reloads the config live instead
+(`gateway.edge.reload`): on SIGHUP it checks the config file with the loader
+`serve` uses (`relay_reload`; `gateway.ops.servers.GranianSupervisor` uses it
+too); an invalid file is refused there (its errors logged, one JSON line) and no
+worker is touched; a valid one is relayed as a SIGHUP to every worker, and each
+swaps it in without dropping a request, keeping its pid. The rest (SIGTERM,
+SIGINT, SIGTTIN/SIGTTOU, a dead worker replaced) is uvicorn's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,22 +38,29 @@ class Supervisor(Multiprocess):
         self.config_path = config_path
 
     def handle_hup(self) -> None:
-        settings, problems = check_file(self.config_path)
-        if settings is None:
-            log.error("config reload refused: the running config stays", extra={
-                "ok": False, "path": self.config_path, "errors": problems,
-                "actor": "signal", "workers": "none reloaded"})
-            return
         # a worker still starting reads the file as it starts (and would die of a SIGHUP
         # before its app listens for it)
-        pids = [p.pid for p in self.processes if p.pid is not None and p.is_ready(timeout=1)]
-        log.info("config reload: relayed to every worker", extra={
-            "path": self.config_path, "workers": pids})
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGHUP)
-            except ProcessLookupError:
-                continue  # it died: its replacement reads the file as it starts
+        relay_reload(self.config_path, lambda: [
+            p.pid for p in self.processes if p.pid is not None and p.is_ready(timeout=1)])
+
+
+def relay_reload(config_path: str, workers: Callable[[], list[int]]) -> None:
+    """A supervisor's SIGHUP: check the config file with the loader `serve` uses; refuse
+    an invalid one (its errors logged), else SIGHUP each of `workers()` (pids)."""
+    settings, problems = check_file(config_path)
+    if settings is None:
+        log.error("config reload refused: the running config stays", extra={
+            "ok": False, "path": config_path, "errors": problems,
+            "actor": "signal", "workers": "none reloaded"})
+        return
+    pids = workers()
+    log.info("config reload: relayed to every worker", extra={
+        "path": config_path, "workers": pids})
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            continue  # it died: its replacement reads the file as it starts
 
 
 @contextmanager

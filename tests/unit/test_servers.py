@@ -1,0 +1,132 @@
+"""The ASGI server as a setting: `gateway.server` and `serve --server`, what each
+server is given (`gateway.ops.servers`), and the granian app wrapper that cancels the
+requests a shutdown has waited long enough for."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+from granian.constants import HTTPModes, Interfaces
+
+from gateway.config import parse_settings
+from gateway.config_changes import diff
+from gateway.errors import ConfigError
+from gateway.ops import cli, servers
+from gateway.ops.arguments import parser
+from gateway.state.embedded import free_port
+from inprocess import config_text, make_settings
+
+
+def serve_args(*argv: str) -> Any:
+    return parser(None, "providers.yaml", "./data", "./data/demo").parse_args(["serve", *argv])
+
+
+def test_serve_server_option() -> None:
+    assert serve_args().server is None  # the config decides
+    assert serve_args("--server", "granian").server == "granian"
+    assert serve_args("--server", "uvicorn", "--workers", "2").server == "uvicorn"
+
+
+def test_serve_refuses_an_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        serve_args("--server", "hypercorn")
+    assert exc.value.code == 2
+    assert "invalid choice: 'hypercorn'" in capsys.readouterr().err
+
+
+def test_main_hands_the_option_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli, "serve", lambda *args: seen.append(args))
+    cli.main(["serve", "--config", "c.yaml", "--server", "granian", "--workers", "3"])
+    cli.main(["serve", "--config", "c.yaml"])
+    assert [(s[0], s[3], s[6]) for s in seen] == [("c.yaml", 3, "granian"), ("c.yaml", 1, None)]
+
+
+def test_the_setting_defaults_to_uvicorn_and_is_checked() -> None:
+    assert make_settings().gateway.server == "uvicorn"
+    assert make_settings(server="granian").gateway.server == "granian"
+    with pytest.raises(ConfigError, match="gateway.server"):
+        parse_settings(config_text(server="hypercorn"), env={})
+
+
+def test_a_reload_lists_the_server_as_needing_a_restart() -> None:
+    changes = diff(make_settings(), make_settings(server="granian"))
+    assert changes.restart == ["gateway.server"]
+
+
+def test_run_picks_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(servers, "run_granian", lambda *a: ran.append("granian"))
+    monkeypatch.setattr(servers, "run_uvicorn", lambda *a: ran.append("uvicorn"))
+    settings = make_settings()
+    servers.run("granian", settings, "127.0.0.1", 8080, 1, "c.yaml")
+    servers.run("uvicorn", settings, "127.0.0.1", 8080, 1, "c.yaml")
+    assert ran == ["granian", "uvicorn"]
+
+
+def test_granian_options() -> None:
+    options = servers.granian_options(make_settings(header_timeout_s=1.5), "0.0.0.0", 9000)
+    assert (options["address"], options["port"]) == ("0.0.0.0", 9000)
+    assert options["interface"] == Interfaces.ASGI and options["http"] == HTTPModes.http1
+    assert options["websockets"] is False and options["log_access"] is False
+    assert options["http1_settings"].header_read_timeout == 1500
+    assert options["http1_settings"].keep_alive is True
+    tiny = servers.granian_options(make_settings(header_timeout_s=0.0001), "127.0.0.1", 9000)
+    assert tiny["http1_settings"].header_read_timeout == 1  # 0 would be no time at all
+
+
+class Slow:
+    """An ASGI app whose requests wait until told; its lifespan says it started."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.lifespans: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            self.lifespans.append("called")
+            return
+        self.started.set()
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.anyio
+async def test_tracked_cancels_only_what_a_shutdown_waited_for() -> None:
+    tracked = servers.Tracked()
+    tracked.app = app = Slow()
+    await tracked({"type": "lifespan"}, None, None)
+    assert app.lifespans == ["called"] and not tracked.tasks
+    request = asyncio.create_task(tracked({"type": "http"}, None, None))
+    await app.started.wait()
+    assert len(tracked.tasks) == 1
+    tracked.cancel()
+    await request  # ended quietly: granian sees the app return
+    assert not tracked.tasks and not request.cancelled()
+    other = servers.Tracked()
+    other.app = Slow()
+    elsewhere = asyncio.create_task(other({"type": "http"}, None, None))
+    await asyncio.sleep(0)
+    elsewhere.cancel()  # not cancelled by a shutdown: the cancellation goes on
+    with pytest.raises(asyncio.CancelledError):
+        await elsewhere
+
+
+def test_granian_exits_3_when_the_app_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuses(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no Redis"})
+
+    def build(self: servers.Tracked) -> servers.Tracked:
+        self.app = refuses
+        return self
+
+    monkeypatch.setattr(servers.Tracked, "build", build)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exc:
+        servers.run_granian(make_settings(), "127.0.0.1", free_port(), 1, "c.yaml")
+    assert exc.value.code == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # put back
