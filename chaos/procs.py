@@ -174,7 +174,8 @@ class Replica(HttpProcess):
         port = free_port()
         super().__init__(f"replica-{index}", [
             sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-            "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(self.data_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--data-dir", str(self.data_dir),
         ], port, work, env={**os.environ, "REDIS_URL": redis_url})
 
     def restart(self, drain_s: float) -> bool:

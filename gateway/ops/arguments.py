@@ -13,6 +13,21 @@ DATA_HELP = ("the gateway's data directory, whose embedded Redis is used when RE
              "not set (default: $SMM_GATEWAY_DATA, else ./data; now %(default)s)")
 
 
+def worker_count(text: str) -> int:
+    """`--workers`: a count, or `auto` for one per usable CPU."""
+    if text.strip().lower() == "auto":
+        from gateway.ops.workers import usable_cpus
+
+        return usable_cpus()
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or auto: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return count
+
+
 def _config(p: argparse.ArgumentParser, config: str) -> None:
     p.add_argument("--config", default=config, metavar="FILE", help=CONFIG_HELP)
 
@@ -27,8 +42,10 @@ def _serving(sub: argparse._SubParsersAction[argparse.ArgumentParser], config: s
     _config(p, config)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (%(default)s)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes, all over one Redis (%(default)s)")
+    p.add_argument("--workers", type=worker_count, default="auto", metavar="N|auto",
+                   help="worker processes, all over one Redis; auto (the default): one per "
+                        "CPU this process may use (its affinity, capped by a cgroup CPU "
+                        "limit)")
     p.add_argument("--server", choices=get_args(ServerName), default=None,
                    help="the ASGI server (default: the config's gateway.server, else uvicorn)")
     _data(p, data)

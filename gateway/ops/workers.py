@@ -63,6 +63,29 @@ def relay_reload(config_path: str, workers: Callable[[], list[int]]) -> None:
             continue  # it died: its replacement reads the file as it starts
 
 
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use (`--workers auto`): its affinity mask, capped by
+    a cgroup CPU quota (a container's `--cpus`, a pod's CPU limit; v2 `cpu.max` or
+    v1 `cpu.cfs_quota_us`), rounded up, at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    for quota_file, period_file in (("cpu.max", None),
+                                    ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            words = (cgroup / quota_file).read_text().split()
+            if period_file is not None:
+                words.append((cgroup / period_file).read_text().strip())
+            quota, period = words[0], words[1]
+            if quota not in ("max", "-1"):
+                count = min(count, -(-int(quota) // int(period)))
+            break
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
+            continue
+    return max(1, count)
+
+
 @contextmanager
 def metrics_dir(data_dir: str, workers: int) -> Iterator[None]:
     """Several workers: prometheus-client's multiprocess mode, its files in

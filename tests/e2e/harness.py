@@ -175,7 +175,7 @@ class Gateway:
         self.url = f"http://127.0.0.1:{self.port}/api/v2"
         env = {**os.environ, "REDIS_URL": self.redis_url}
         self.proc = start_gateway(["serve", "--config", str(self.config_path),
-                                   "--port", str(self.port),
+                                   "--port", str(self.port), "--workers", "1",
                                    "--data-dir", str(self.tmp / "data")], env, self.log_path)
         _wait(f"http://127.0.0.1:{self.port}/healthz", self.proc, "gateway")
         self.http = httpx.Client(timeout=30)

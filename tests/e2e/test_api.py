@@ -542,7 +542,7 @@ def test_persistence_survives_a_restart_of_gateway_and_redis(sims, tmp_path):
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-             "--port", str(port), "--data-dir", str(data)], cwd=ROOT, env=env)
+             "--port", str(port), "--workers", "1", "--data-dir", str(data)], cwd=ROOT, env=env)
         from harness import _wait
         _wait(f"http://127.0.0.1:{port}/healthz", proc, "gateway")
         return proc, f"http://127.0.0.1:{port}/api/v2"

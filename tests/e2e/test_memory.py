@@ -291,7 +291,8 @@ def test_serve_runs_with_the_system_allocator(sims: tuple[Sim, Sim], fresh_redis
     env["REDIS_URL"] = fresh_redis
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config),
-                             "--port", str(port), "--data-dir", str(tmp_path / "d")],
+                             "--port", str(port), "--workers", "1",
+                             "--data-dir", str(tmp_path / "d")],
                             cwd=ROOT, env=env)
     try:
         _wait(f"http://127.0.0.1:{port}/livez", proc, "gateway")

@@ -1,11 +1,13 @@
 """The ASGI server as a setting: `gateway.server` and `serve --server`, what each
 server is given (`gateway.ops.servers`), and the granian app wrapper that cancels the
-requests a shutdown has waited long enough for."""
+requests a shutdown has waited long enough for; how many workers (`--workers auto`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from gateway.config_changes import diff
 from gateway.errors import ConfigError
 from gateway.ops import cli, servers
 from gateway.ops.arguments import parser
+from gateway.ops.workers import usable_cpus
 from gateway.state.embedded import free_port
 from inprocess import config_text, make_settings
 
@@ -42,7 +45,35 @@ def test_main_hands_the_option_to_serve(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cli, "serve", lambda *args: seen.append(args))
     cli.main(["serve", "--config", "c.yaml", "--server", "granian", "--workers", "3"])
     cli.main(["serve", "--config", "c.yaml"])
-    assert [(s[0], s[3], s[6]) for s in seen] == [("c.yaml", 3, "granian"), ("c.yaml", 1, None)]
+    assert [(s[0], s[3], s[6]) for s in seen] == [
+        ("c.yaml", 3, "granian"), ("c.yaml", usable_cpus(), None)]  # --workers auto
+
+
+def test_workers_auto_is_one_per_usable_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_args().workers == usable_cpus() == serve_args("--workers", "auto").workers
+    assert serve_args("--workers", "1").workers == 1
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            serve_args("--workers", bad)
+    assert "--workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({}, None),  # no cgroup files: the affinity mask
+    ({"cpu.max": "max 100000\n"}, None),  # no quota
+    ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+    ({"cpu.max": "50000 100000\n"}, 1),
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu.max": "garbage\n"}, None),
+])
+def test_usable_cpus_follows_the_cgroup_quota(tmp_path: Path, files: dict[str, str],
+                                             expected: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (affinity if expected is None else min(expected, affinity))
 
 
 def test_the_setting_defaults_to_uvicorn_and_is_checked() -> None:
