@@ -44,11 +44,37 @@ def connect(url: str, pool_size: int = POOL_SIZE) -> AnyRedis:
         assert isinstance(cluster, BoundedCluster)
         cluster.gate = asyncio.Semaphore(pool_size)
         return cluster
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=POOL_WAIT_S)
+    pool = Pool.from_url(url, max_connections=pool_size, timeout=POOL_WAIT_S)
     # the URL's scheme chose redis-py's class (TCP, TLS, unix socket): ours of that kind
     pool.connection_class = _TASKLESS.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
+
+
+class Pool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, with a short way to an idle connection.
+
+    redis-py's `get_connection` takes the pool's condition, a timeout scope, its
+    retry machinery around an already open connection and its observability hooks
+    for every command. When a connection is idle this takes it at once and only
+    checks what matters: that it is open and has nothing unread (a dirty or closed
+    one goes through redis-py's own reconnect). A pool with none idle (a burst)
+    waits in redis-py's way, bounded by `timeout`.
+    """
+
+    async def get_connection(self, command_name: Any = None, *keys: Any,
+                             **options: Any) -> Any:
+        idle: list[Any] = self._available_connections
+        if not idle or self._in_maintenance:
+            return await super().get_connection()  # type: ignore[no-untyped-call]
+        connection = idle.pop()
+        self._in_use_connections.add(connection)
+        try:
+            if not connection.is_connected or await connection.can_read():
+                await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
 
 
 class _TasklessSend:

@@ -69,3 +69,19 @@ async def test_a_server_gone_is_store_unavailable_and_back_again(server: Server)
         assert await orders.get_orders([1000]) == {}
     finally:
         await orders.redis.aclose()
+
+
+async def test_an_idle_connection_with_unread_data_is_never_handed_out(redis_url: str) -> None:
+    """The pool's short way still refuses a connection with a reply nobody read (a
+    command cut off mid-way): the next command must never read someone else's."""
+    redis = connect(redis_url, pool_size=1)
+    try:
+        await redis.set("mine", "right")
+        pool = redis.connection_pool
+        dirty = await pool.get_connection()
+        await dirty.send_command("ECHO", "someone else's reply")  # sent, never read
+        await asyncio.sleep(0.05)  # the reply is in
+        await pool.release(dirty)
+        assert await redis.get("mine") == b"right"
+    finally:
+        await redis.aclose()
