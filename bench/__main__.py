@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -32,9 +32,11 @@ from bench import osstat, plan, report
 from bench.load import Generator, PyGen, Workload, Wrk
 from bench.measure import (
     BARE,
+    BARE_GRANIAN,
     DIRECT,
     GATEWAY,
     GATEWAY_2W,
+    GATEWAY_GRANIAN,
     NGINX,
     UPSTREAM_BODY_TARGETS,
     Cell,
@@ -135,6 +137,13 @@ def _version(argv: list[str]) -> str:
     return text[0] if text else "?"
 
 
+def _dist_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _generator(choice: str, tools: dict[str, str | None]) -> tuple[Generator, str]:
     wrk = tools["wrk"]
     if choice == "python" or (choice == "auto" and wrk is None):
@@ -148,22 +157,36 @@ def _generator(choice: str, tools: dict[str, str | None]) -> tuple[Generator, st
 
 
 CACHED = "gateway_cached"  # the gateway with gateway.status_cache_s on
+GRANIAN_TARGETS = (GATEWAY_GRANIAN, BARE_GRANIAN)  # a failure to start is not fatal
+
+
+def _short(text: str, size: int = 300) -> str:
+    """One line of at most ~`size` characters: its head and its tail (a log's last
+    lines say why a server stopped)."""
+    text = " ".join(text.split())
+    return text if len(text) <= size else f"{text[:size // 3]} … {text[-(2 * size // 3):]}"
 
 
 class Targets:
     """The server behind each target name in a cell.
 
     Servers in `always` run for the whole run. Servers in `lazy` (the two-worker
-    gateway, the status-cache gateway) are started for the cells that use them and
-    stopped before the others, so their background work (catalog, breaker and
-    balance loops) never runs next to another target's measurement.
+    gateway, the status-cache gateway, the gateway on granian) are started for the
+    cells that use them and stopped before the others, so their background work
+    (catalog, breaker and balance loops) never runs next to another target's
+    measurement. A server named in `optional` (the granian ones) that cannot start
+    makes its target unavailable, with the reason, instead of failing the run;
+    `unavailable` names targets known to be so from the start (name -> why).
     """
 
     def __init__(self, stack: Stack, always: dict[str, Server | None],
-                 lazy: dict[str, Callable[[], Server]]) -> None:
+                 lazy: dict[str, Callable[[], Server]], optional: Collection[str] = (),
+                 unavailable: dict[str, str] | None = None) -> None:
         self.stack = stack
         self.always = always
         self.lazy = lazy
+        self.optional = set(optional)
+        self.failed: dict[str, str] = dict(unavailable or {})
         self.running: dict[str, Server] = {}
 
     @staticmethod
@@ -172,7 +195,13 @@ class Targets:
 
     def available(self, cell: Cell, target: str) -> bool:
         name = self.name(cell, target)
+        if name in self.failed:
+            return False
         return self.always.get(name) is not None or name in self.lazy
+
+    def why(self, cell: Cell, target: str) -> str:
+        """Why `target` has no server in `cell`."""
+        return self.failed.get(self.name(cell, target), "unavailable (not installed)")
 
     def enter(self, cell: Cell) -> None:
         """Stop the lazy servers `cell` does not use."""
@@ -180,28 +209,42 @@ class Targets:
         for name in [n for n in self.running if n not in used]:
             self.running.pop(name).stop()
 
-    def prestart(self, cell: Cell | None) -> list[Server]:
-        """The lazy servers `cell` uses, created (not started) so that they boot along
-        with the others; they count as running from here on."""
-        if cell is None:
-            return []
-        for target in cell.targets:
-            name = self.name(cell, target)
-            if name in self.lazy and name not in self.running:
-                self.running[name] = self.lazy[name]()
-        return list(self.running.values())
+    def _start(self, servers: dict[str, Server]) -> None:
+        """Start `servers` (name -> server) in parallel; an optional one that fails is
+        marked unavailable (and is no longer running)."""
+        optional = [s for n, s in servers.items() if n in self.optional]
+        failed = self.stack.start(*servers.values(), optional=optional)
+        for name, server in servers.items():
+            if server.name in failed:
+                why = _short(f"failed to start: {failed[server.name]}")
+                log(f"{name}: {why}")
+                self.failed[name] = why
+                self.running.pop(name, None)
+
+    def boot(self, first: Cell | None) -> None:
+        """Start the `always` servers not yet running and the lazy ones `first` uses,
+        all at once (they boot in parallel)."""
+        servers = {n: s for n, s in self.always.items()
+                   if s is not None and s.proc is None and n not in self.failed}
+        if first is not None:
+            for target in first.targets:
+                name = self.name(first, target)
+                if name in self.lazy and name not in self.running and name not in self.failed:
+                    self.running[name] = servers[name] = self.lazy[name]()
+        self._start(servers)
 
     def server(self, cell: Cell, target: str) -> Server | None:
         name = self.name(cell, target)
+        if name in self.failed:
+            return None
         if name in self.always:
             return self.always[name]
         if name not in self.lazy:
             return None
         if name not in self.running:
-            server = self.lazy[name]()
-            self.stack.start(server)
-            self.running[name] = server
-        return self.running[name]
+            self.running[name] = self.lazy[name]()
+            self._start({name: self.running[name]})
+        return self.running.get(name)
 
 
 def run_cells(cells: list[Cell], rounds: int, env: Env, targets: Targets,
@@ -230,7 +273,7 @@ def run_cells(cells: list[Cell], rounds: int, env: Env, targets: Targets,
             for target in cell.targets:
                 server = targets.server(cell, target)
                 if server is None:
-                    res.unavailable[target] = "unavailable (not installed)"
+                    res.unavailable[target] = targets.why(cell, target)
                     runner.planned -= 1
                     continue
                 bodies = prepared.upstream if target in UPSTREAM_BODY_TARGETS \
@@ -240,7 +283,7 @@ def run_cells(cells: list[Cell], rounds: int, env: Env, targets: Targets,
                     record = runner.measure(target, server, work, cell.concurrency, duration)
                 except RuntimeError as exc:
                     log(f"{cell.key} {target}: failed: {exc}")
-                    res.unavailable[target] = f"failed: {exc}"[:300]
+                    res.unavailable[target] = _short(f"failed: {exc}")
                     runner.planned -= 1
                     continue
                 record["round"] = rnd
@@ -270,6 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tools = ensure_tools()
     generator, generator_version = _generator(args.generator, tools)
     cache_available = "status_cache_s" in GatewaySettings.__struct_fields__
+    granian_version = _dist_version("granian")
     cells = (plan.smoke if args.smoke else plan.full)(args.only)
     wanted = set(args.only or [*SCENARIOS, *plan.EXTRAS])
     needs = {t for c in cells for t in c.targets}
@@ -289,17 +333,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers[NGINX] = nginx
         lazy: dict[str, Callable[[], Server]] = {
             GATEWAY_2W: lambda: GatewayServer("gateway-2w", gateway_config(sims, cache_off),
-                                              redis_url, 2, tmp)}
+                                              redis_url, 2, tmp),
+            GATEWAY_GRANIAN: lambda: GatewayServer(
+                "gateway-granian", gateway_config(sims, cache_off), redis_url, 1, tmp,
+                server="granian")}
         if cache_available:
             lazy[CACHED] = lambda: GatewayServer(
                 "gateway-cached", gateway_config(sims, CACHE_ON_S), redis_url, 1, tmp)
         services_body = tmp / "services.json"
         if BARE in needs:
             servers[BARE] = BareApp(services_body, tmp)
-        targets = Targets(stack, servers, lazy)
+        if BARE_GRANIAN in needs:
+            servers[BARE_GRANIAN] = BareApp(services_body, tmp, server="granian")
+        no_granian = {} if granian_version else {
+            name: "unavailable: granian is not installed" for name in GRANIAN_TARGETS}
+        targets = Targets(stack, servers, lazy, optional=GRANIAN_TARGETS,
+                          unavailable=no_granian)
         # boot in parallel: the gateway, nginx, bare, and what the first cell needs
-        booting = [srv for name, srv in servers.items() if srv is not None and name != DIRECT]
-        stack.start(*booting, *targets.prestart(cells[0] if cells else None))
+        targets.boot(cells[0] if cells else None)
         http = httpx.Client(timeout=30)
         stack.callback(http.close)
         services_body.write_bytes(
@@ -332,12 +383,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      args.profile_seconds, args.out, name, log)
 
     verdicts = evaluate(results, mem, soak_data)
-    versions: dict[str, str | None] = {}
-    for dist in ("litestar", "uvicorn", "uvloop", "httptools", "aiohttp", "redis", "msgspec"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    judged = [v for v in verdicts if not v.informational]
+    versions = {dist: _dist_version(dist) for dist in (
+        "litestar", "uvicorn", "granian", "uvloop", "httptools", "aiohttp", "redis", "msgspec")}
     return {
         "meta": {
             "started": started, "mode": "smoke" if args.smoke else "full",
@@ -353,9 +401,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "cells": [{**r.as_dict(), "title": TITLES[r.cell.scenario]} for r in results],
         "targets": [v.as_dict() for v in verdicts],
-        "summary": {"met": sum(v.met is True for v in verdicts),
-                    "not_met": sum(v.met is False for v in verdicts),
-                    "not_judged": sum(v.met is None for v in verdicts)},
+        "summary": {"met": sum(v.met is True for v in judged),
+                    "not_met": sum(v.met is False for v in judged),
+                    "not_judged": sum(v.met is None for v in judged),
+                    "informational": len(verdicts) - len(judged)},
         "redis_memory": mem,
         "soak": soak_data,
         "profiles": profiles,

@@ -2,7 +2,8 @@
 
 A cell is (scenario, upstream latency, concurrency, pacing) measured on several
 targets: the simulator direct, nginx in front of it, the gateway, and where it
-applies the gateway with two workers and the bare litestar app. Within a round
+applies the gateway with two workers, the gateway on granian instead of uvicorn,
+and the bare litestar app under each of the two servers. Within a round
 the targets run back to back, so a drift of the machine hits all of them; the
 figures reported are medians over rounds, and ratios are medians of the
 per-round ratios.
@@ -31,11 +32,15 @@ from bench.load import Generator, LoadResult, Workload
 from bench.procs import Server, Sim
 
 DIRECT, NGINX, GATEWAY, GATEWAY_2W, BARE = "direct", "nginx", "gateway", "gateway_2w", "bare"
+GATEWAY_GRANIAN, BARE_GRANIAN = "gateway_granian", "bare_granian"
 TARGET_TITLES = {DIRECT: "direct", NGINX: "nginx", GATEWAY: "gateway",
-                 GATEWAY_2W: "gateway x2 workers", BARE: "bare litestar"}
+                 GATEWAY_2W: "gateway x2 workers", BARE: "bare litestar",
+                 GATEWAY_GRANIAN: "gateway on granian", BARE_GRANIAN: "bare litestar on granian"}
 UPSTREAM_BODY_TARGETS = (DIRECT, NGINX)
+# the gateway under any server or worker count: Redis and upstream probes apply
+GATEWAYS = (GATEWAY, GATEWAY_2W, GATEWAY_GRANIAN)
 # Python servers warm up (connection pools, caches, allocator); the C references don't need to
-WARM_TARGETS = (GATEWAY, GATEWAY_2W, BARE)
+WARM_TARGETS = (*GATEWAYS, BARE, BARE_GRANIAN)
 
 
 @dataclass(frozen=True)
@@ -63,16 +68,22 @@ class CellResult:
         values = [r[metric] for r in self.runs.get(target, []) if r.get(metric) is not None]
         return statistics.median(values) if values else None
 
+    def pairs(self, a: str, b: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Runs of `a` and `b` in the same round (a round where either failed is left out)."""
+        rounds = {r.get("round", i): r for i, r in enumerate(self.runs.get(b, []))}
+        return [(r, rounds[k]) for i, r in enumerate(self.runs.get(a, []))
+                if (k := r.get("round", i)) in rounds]
+
     def ratio(self, num: str, den: str, metric: str = "rps") -> float | None:
         """Median over rounds of num/den, pairing runs of the same round."""
-        pairs = zip(self.runs.get(num, []), self.runs.get(den, []), strict=False)
-        values = [a[metric] / b[metric] for a, b in pairs if b.get(metric)]
+        values = [a[metric] / b[metric] for a, b in self.pairs(num, den)
+                  if a.get(metric) is not None and b.get(metric)]
         return statistics.median(values) if values else None
 
     def added(self, target: str, ref: str, metric: str) -> float | None:
         """Median over rounds of target - ref (latency added over the reference)."""
-        pairs = zip(self.runs.get(target, []), self.runs.get(ref, []), strict=False)
-        values = [a[metric] - b[metric] for a, b in pairs]
+        values = [a[metric] - b[metric] for a, b in self.pairs(target, ref)
+                  if a.get(metric) is not None and b.get(metric) is not None]
         return statistics.median(values) if values else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,12 +99,18 @@ class CellResult:
                 "nginx_over_direct": self.ratio(NGINX, DIRECT),
                 "gateway_2w_over_gateway": self.ratio(GATEWAY_2W, GATEWAY),
                 "gateway_over_bare": self.ratio(GATEWAY, BARE),
+                # the ASGI server: granian over uvicorn, and gateway/bare per server
+                "gateway_granian_over_gateway": self.ratio(GATEWAY_GRANIAN, GATEWAY),
+                "gateway_granian_over_bare_granian": self.ratio(GATEWAY_GRANIAN, BARE_GRANIAN),
+                "bare_granian_over_bare": self.ratio(BARE_GRANIAN, BARE),
             },
             "added_ms": {
                 "p50_over_direct": self.added(GATEWAY, DIRECT, "p50_ms"),
                 "p99_over_direct": self.added(GATEWAY, DIRECT, "p99_ms"),
                 "p50_over_nginx": self.added(GATEWAY, NGINX, "p50_ms"),
                 "p99_over_nginx": self.added(GATEWAY, NGINX, "p99_ms"),
+                "granian_p50_over_direct": self.added(GATEWAY_GRANIAN, DIRECT, "p50_ms"),
+                "granian_p99_over_direct": self.added(GATEWAY_GRANIAN, DIRECT, "p99_ms"),
             },
             "checks": self.checks,
         }
@@ -236,7 +253,7 @@ class Runner:
         probes: list[Any] = [TreeCpu(server.pid), Machine()]
         counters = None
         log_at = server.log_size()
-        if target in (GATEWAY, GATEWAY_2W):
+        if target in GATEWAYS:
             counters = RedisCounters(self.redis_url)
             probes += [counters, UpstreamRequests(self.sims)]
         try:
@@ -259,7 +276,7 @@ class Runner:
         eta = elapsed / self.done * max(self.planned - self.done, 0)
         cpu = record.get("server_cpu_us_per_req")
         cpu_text = f" {cpu:7.0f}us cpu/req" if cpu is not None else ""
-        self.log(f"[{self.done:>3}/{self.planned}] {cell.key:<28} r{rnd + 1} {target:<10} "
+        self.log(f"[{self.done:>3}/{self.planned}] {cell.key:<28} r{rnd + 1} {target:<15} "
                  f"{record['rps']:>9.0f} req/s  p50 {record['p50_ms']:7.2f}  "
                  f"p99 {record['p99_ms']:7.2f} ms  err {record['errors'] + record['non2xx']}"
                  f"{cpu_text}  gen {record['gen_cpu_pct']:3.0f}%  eta {eta:4.0f}s")

@@ -2,18 +2,30 @@
 
 Full: every scenario at concurrency 1 (latency) and 64 (throughput), upstream
 latency 0 ms (CPU-bound) and 100 ms, on direct, nginx and the gateway; the bare
-litestar app next to `services`; two gateway workers next to the CPU-bound
+litestar app (under uvicorn and under granian) next to `services` at 0 ms; the
+gateway on granian next to the CPU-bound services, status and add cells (c1 and
+c64: the ASGI server comparison); two gateway workers next to the CPU-bound
 throughput cells; 1,000 clients at 100 ms, closed loop and paced.
 
 Smoke: one cell of each kind, so every code path (each target, each target
-verdict, both Lua modes, pacing, fixtures of every sort) runs in seconds.
+verdict, both Lua modes, pacing, fixtures of every sort) runs in seconds; the
+granian targets only in the services c64 cell.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from bench.measure import BARE, DIRECT, GATEWAY, GATEWAY_2W, NGINX, Cell
+from bench.measure import (
+    BARE,
+    BARE_GRANIAN,
+    DIRECT,
+    GATEWAY,
+    GATEWAY_2W,
+    GATEWAY_GRANIAN,
+    NGINX,
+    Cell,
+)
 from bench.scenarios import SCENARIOS
 
 LATENCIES = (0, 100)
@@ -22,6 +34,7 @@ C1000 = 1000
 C1000_PACE_MS = 900  # with 100 ms upstream: each client polls about once a second
 SMOKE_PACE_MS = 300  # same code path, shorter ramp
 WORKER_SCENARIOS = ("services", "status", "add")
+SERVER_SCENARIOS = ("services", "status", "add")  # granian vs uvicorn, 0 ms, c1 and c64
 EXTRAS = ("c1000", "redis_memory", "soak")
 REFS = (DIRECT, NGINX, GATEWAY)
 
@@ -37,8 +50,10 @@ def full(only: Collection[str] | None = None) -> list[Cell]:
                 continue
             for conc in CONCURRENCIES:
                 targets = list(REFS)
+                if latency == 0 and scenario in SERVER_SCENARIOS:
+                    targets.append(GATEWAY_GRANIAN)
                 if latency == 0 and scenario == "services":
-                    targets.append(BARE)
+                    targets += [BARE, BARE_GRANIAN]
                 if latency == 0 and conc == 64 and scenario in WORKER_SCENARIOS:
                     targets.append(GATEWAY_2W)
                 cells.append(Cell(scenario, latency, conc, tuple(targets)))
@@ -50,7 +65,8 @@ def full(only: Collection[str] | None = None) -> list[Cell]:
 
 def smoke(only: Collection[str] | None = None) -> list[Cell]:
     cells = [
-        Cell("services", 0, 64, (DIRECT, NGINX, GATEWAY, BARE, GATEWAY_2W)),
+        Cell("services", 0, 64, (DIRECT, NGINX, GATEWAY, GATEWAY_GRANIAN, BARE, BARE_GRANIAN,
+                                 GATEWAY_2W)),
         Cell("status_cached", 0, 64, (GATEWAY,)),
         Cell("status", 0, 1, REFS),
         Cell("add", 0, 1, (DIRECT, GATEWAY)),

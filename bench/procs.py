@@ -2,8 +2,9 @@
 
 Everything listens on 127.0.0.1 on a free port: the provider simulators, Redis
 (embedded unless REDIS_URL is set), the gateway (`smm-gateway serve` with a
-generated config), nginx as a plain reverse proxy in front of a simulator, and a
-bare litestar app (the ceiling for a litestar handler on this machine). Each is a
+generated config; under uvicorn, and under granian for the server comparison),
+nginx as a plain reverse proxy in front of a simulator, and a bare litestar app
+(the ceiling for a litestar handler on this machine, under each server). Each is a
 real process, as a user would run it; the stack stops them in reverse order on
 success, error or Ctrl-C.
 """
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +41,7 @@ PROVIDERS = ("prov-a", "prov-b", "prov-c", "prov-d")
 # gateway service ids: 1 -> prov-a service 1; 11..14 -> one provider each
 MAIN_SERVICE = 1
 PER_PROVIDER_SERVICES = {name: 11 + i for i, name in enumerate(PROVIDERS)}
+GRANIAN_BACKLOG = 2048  # as the gateway's (gateway.ops.servers.BACKLOG, uvicorn's default)
 
 
 class Server:
@@ -218,17 +220,21 @@ def gateway_config(sims: Mapping[str, Sim], status_cache_s: float | None) -> dic
 
 
 class GatewayServer(Server):
-    """`python -m gateway serve` over a generated config and the bench's Redis."""
+    """`python -m gateway serve` over a generated config and the bench's Redis.
+
+    `server`: the ASGI server (`serve --server`), "uvicorn" (the default) or "granian".
+    """
 
     def __init__(self, name: str, config: Mapping[str, Any], redis_url: str, workers: int,
-                 log_dir: Path) -> None:
+                 log_dir: Path, server: str = "uvicorn") -> None:
         port = free_port()
         path = log_dir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
         self.workers = workers
+        self.server = server
         super().__init__(name, [
             sys.executable, "-m", "gateway", "serve", "--config", str(path),
-            "--port", str(port), "--workers", str(workers),
+            "--port", str(port), "--workers", str(workers), "--server", server,
             "--data-dir", str(log_dir / f"{name}-data"),
         ], port, "/healthz", log_dir, env={**os.environ, "REDIS_URL": redis_url})
 
@@ -238,15 +244,26 @@ class GatewayServer(Server):
 
 
 class BareApp(Server):
-    """A litestar handler answering constant bytes, served by uvicorn like the gateway."""
+    """A litestar handler answering constant bytes, served like the gateway: by uvicorn
+    (uvloop, httptools) or by granian (ASGI on uvloop, HTTP/1, the gateway's backlog),
+    one worker, no access log."""
 
-    def __init__(self, body_file: Path, log_dir: Path) -> None:
+    def __init__(self, body_file: Path, log_dir: Path, server: str = "uvicorn") -> None:
         port = free_port()
-        super().__init__("bare-litestar", [
-            sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
-            "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
-        ], port, "/healthz", log_dir, env={**os.environ, "BENCH_BARE_BODY": str(body_file)})
+        self.server = server
+        if server == "granian":
+            name, argv = "bare-litestar-granian", [
+                sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
+                "--http", "1", "--no-ws", "--workers", "1", "--host", "127.0.0.1",
+                "--port", str(port), "--backlog", str(GRANIAN_BACKLOG), "--no-access-log",
+                "--log-level", "warning", "bench.bare_app:app"]
+        else:
+            name, argv = "bare-litestar", [
+                sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+        super().__init__(name, argv, port, "/healthz", log_dir,
+                         env={**os.environ, "BENCH_BARE_BODY": str(body_file)})
 
 
 NGINX_CONF = """\
@@ -317,13 +334,33 @@ class Stack(contextlib.ExitStack):
         super().__init__()
         self.log_dir = log_dir
 
-    def start(self, *servers: Server) -> None:
-        """Start several servers at once (they boot in parallel), then wait for each."""
+    def start(self, *servers: Server, optional: Collection[Server] = ()) -> dict[str, str]:
+        """Start several servers at once (they boot in parallel), then wait for each.
+
+        A server in `optional` that cannot start (no binary, exits, never healthy)
+        is stopped and returned (name -> why) instead of raising.
+        """
+        failed: dict[str, str] = {}
+        started = []
         for s in servers:
-            s.start()
+            try:
+                s.start()
+            except OSError as exc:
+                if s not in optional:
+                    raise
+                failed[s.name] = f"could not start: {exc}"
+                continue
             self.callback(s.stop)
-        for s in servers:
-            s.wait_healthy()
+            started.append(s)
+        for s in started:
+            try:
+                s.wait_healthy()
+            except RuntimeError as exc:
+                if s not in optional:
+                    raise
+                s.stop()
+                failed[s.name] = str(exc)
+        return failed
 
     def redis(self, name: str, db: int) -> str:
         """A Redis URL on an empty database: REDIS_URL's database `db`, or a fresh

@@ -3,8 +3,8 @@
 Each file is written to a temporary name and renamed into place, so a reader
 (or a run interrupted half way) never sees half a file. The Markdown has one
 table per upstream latency with the three targets side by side, then the
-1,000-client runs, the extra references, the targets with their verdicts, and
-the memory and profile figures.
+1,000-client runs, the ASGI servers side by side (uvicorn and granian), the extra
+references, the targets with their verdicts, and the memory and profile figures.
 """
 
 from __future__ import annotations
@@ -15,12 +15,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.measure import BARE, DIRECT, GATEWAY, GATEWAY_2W, NGINX
+from bench.measure import (
+    BARE,
+    BARE_GRANIAN,
+    DIRECT,
+    GATEWAY,
+    GATEWAY_2W,
+    GATEWAY_GRANIAN,
+    NGINX,
+    TARGET_TITLES,
+)
 from bench.scenarios import SCENARIOS, TITLES
 
 MAIN_TARGETS = (DIRECT, NGINX, GATEWAY)
+CHART_TARGETS = (DIRECT, NGINX, GATEWAY, GATEWAY_GRANIAN, GATEWAY_2W, BARE, BARE_GRANIAN)
 COLORS = {DIRECT: "#4c72b0", NGINX: "#55a868", GATEWAY: "#c44e52", GATEWAY_2W: "#8172b2",
-          BARE: "#ccb974"}
+          BARE: "#ccb974", GATEWAY_GRANIAN: "#dd8452", BARE_GRANIAN: "#937860"}
+LABELS = dict(TARGET_TITLES)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -57,7 +68,8 @@ def _ratio(v: Any) -> str:
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["| " + " | ".join(" ".join(c.split()).replace("|", "\\|") for c in r) + " |"
+            for r in rows]
     return out
 
 
@@ -88,10 +100,194 @@ def _cell_row(cell: Mapping[str, Any], label: str) -> list[str]:
             _num(gen), _num(max(foreign) if foreign else None), str(errors)]
 
 
+def _met(t: Mapping[str, Any]) -> str:
+    if t.get("informational"):
+        return {True: "yes", False: "no", None: "—"}[t["met"]]
+    return {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+
+
+SERVER_HEADER = ["scenario", "conc", "uvicorn req/s", "p50 ms", "p99 ms", "CPU µs/req",
+                 "granian req/s", "p50 ms", "p99 ms", "CPU µs/req", "granian/uvicorn",
+                 "gw/bare uvicorn", "gw/bare granian", "errors (granian)"]
+
+
+def _server_side(cell: Mapping[str, Any], target: str) -> list[str]:
+    if target in cell["unavailable"]:
+        return ["n/a", "", "", ""]
+    m = cell["median"].get(target) or {}
+    return [_num(m.get("rps")), _ms(m.get("p50_ms")), _ms(m.get("p99_ms")),
+            _num(m.get("server_cpu_us_per_req"))]
+
+
+def _servers(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The gateway under uvicorn and under granian, side by side (and gateway/bare per
+    server where the bare app ran), with why granian was not measured if it was not."""
+    rows, why = [], {}
+    for cell in cells:
+        if GATEWAY_GRANIAN not in cell["targets"]:
+            continue
+        ratios = cell["ratios"]
+        gr = cell["median"].get(GATEWAY_GRANIAN) or {}
+        errors = int(gr.get("errors") or 0) + int(gr.get("non2xx") or 0) if gr else None
+        rows.append([TITLES[cell["scenario"]] + f" @{cell['latency_ms']} ms",
+                     str(cell["concurrency"]), *_server_side(cell, GATEWAY),
+                     *_server_side(cell, GATEWAY_GRANIAN),
+                     _ratio(ratios.get("gateway_granian_over_gateway")),
+                     _ratio(ratios.get("gateway_over_bare")),
+                     _ratio(ratios.get("gateway_granian_over_bare_granian")),
+                     "—" if errors is None else str(errors)])
+        for target in (GATEWAY_GRANIAN, BARE_GRANIAN):
+            if target in cell["unavailable"]:
+                why.setdefault(cell["unavailable"][target], []).append(
+                    f"{target} in {cell['key']}")
+    if not rows:
+        return []
+    out = ["", "## ASGI server: uvicorn vs granian", "",
+           "The same gateway (one worker, same config) under `serve --server uvicorn` "
+           "(httptools, uvloop) and `--server granian`, measured back to back in each "
+           "round; granian/uvicorn is the median of per-round req/s ratios. gw/bare: the "
+           "gateway over the bare litestar app under the same server.", "",
+           *_table(SERVER_HEADER, rows)]
+    for reason, where in why.items():
+        out += ["", f"Not measured ({', '.join(where)}): {' '.join(reason.split())}"]
+    return out
+
+
 HEADER = ["scenario", "conc", "direct req/s", "p50 ms", "p99 ms", "nginx req/s", "p50 ms",
           "p99 ms", "gateway req/s", "p50 ms", "p99 ms", "gw/direct", "gw/nginx",
           "gw CPU µs/req", "Redis cmds/req", "upstream/req", "gen CPU %", "other CPU %",
           "errors"]
+
+
+def _latency_tables(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for latency, title in ((0, "Upstream latency 0 ms (CPU-bound)"),
+                           (100, "Upstream latency 100 ms (a realistic provider)")):
+        rows = []
+        for name in SCENARIOS:
+            for cell in cells:
+                if cell["scenario"] == name and cell["latency_ms"] == latency \
+                        and cell["concurrency"] < 1000:
+                    if cell["unavailable"].get(GATEWAY, "").startswith("not available"):
+                        rows.append([TITLES[name], str(cell["concurrency"]),
+                                     cell["unavailable"][GATEWAY], *[""] * (len(HEADER) - 3)])
+                    else:
+                        rows.append(_cell_row(cell, TITLES[name]))
+        if rows:
+            lines += ["", f"## {title}", "", *_table(HEADER, rows)]
+    big = [c for c in cells if c["concurrency"] >= 1000]
+    if big:
+        rows = [_cell_row(c, f"status, paced ~{c['pace_ms']} ms/client" if c["pace_ms"]
+                          else "status, closed loop") for c in big]
+        lines += ["", "## 1,000 concurrent clients, upstream latency 100 ms", "",
+                  *_table(HEADER, rows)]
+    return lines
+
+
+def _extra(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    extra = []
+    for cell in cells:
+        for target, ratio_key in ((BARE, "gateway_over_bare"),
+                                  (BARE_GRANIAN, "gateway_granian_over_bare_granian"),
+                                  (GATEWAY_2W, "gateway_2w_over_gateway")):
+            m = cell["median"].get(target)
+            if m:
+                extra.append([TITLES[cell["scenario"]], str(cell["concurrency"]),
+                              f"{cell['latency_ms']} ms", target, _num(m["rps"]),
+                              _ms(m["p50_ms"]), _ms(m["p99_ms"]),
+                              _num(m.get("server_cpu_us_per_req")),
+                              _ratio(cell["ratios"].get(ratio_key)),
+                              _num(m.get("gen_cpu_pct"))])
+    if not extra:
+        return []
+    return ["", "## Extra references", "",
+            "`bare`: a litestar handler answering constant bytes (the gateway's "
+            "`services` answer) under uvicorn with the gateway's options; ratio is "
+            "gateway/bare. `bare_granian`: the same app under granian (ASGI, uvloop, "
+            "HTTP/1, one worker); ratio is gateway on granian / bare on granian. "
+            "`gateway_2w`: `--workers 2`; ratio is 2 workers / 1 worker.",
+            "", *_table(["scenario", "conc", "upstream", "target", "req/s", "p50 ms",
+                         "p99 ms", "CPU µs/req", "ratio", "gen CPU %"], extra)]
+
+
+def _problems(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    problems = []
+    for cell in cells:
+        for target, runs in cell["rounds"].items():
+            merged: dict[str, int] = {}
+            for r in runs:
+                for kind, n in (r.get("server_log_problems") or {}).items():
+                    merged[kind] = merged.get(kind, 0) + n
+            problems += [[cell["key"], target, f"`{kind}`", f"{n:,}"]
+                         for kind, n in sorted(merged.items(), key=lambda kv: -kv[1])[:3]]
+    if not problems:
+        return []
+    return ["", "## What the servers logged (warnings and errors, all rounds)", "",
+            *_table(["cell", "target", "kind", "count"], problems)]
+
+
+def _targets(doc: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    unavailable = [[c["key"], t, why] for c in doc["cells"]
+                   for t, why in c["unavailable"].items()]
+    if unavailable:
+        lines += ["", "## Targets not measured", "",
+                  *_table(["cell", "target", "why"], unavailable)]
+    summary = doc.get("summary") or {}
+    return lines + [
+        "", "## Targets", "",
+        f"{summary.get('met', 0)} met, {summary.get('not_met', 0)} not met, "
+        f"{summary.get('not_judged', 0)} not judged; rows marked *(info)* are "
+        "informational, not issue 13's targets.", "",
+        *_table(["target", "figure", "met?"],
+                [[t["target"] + (" *(info)*" if t.get("informational") else ""),
+                  t["figure"] + (f" — {t['note']}" if t["note"] else ""), _met(t)]
+                 for t in doc["targets"]])]
+
+
+def _memory(mem: Mapping[str, Any] | None) -> list[str]:
+    if not mem:
+        return []
+    return ["", "## Redis memory", "",
+            f"{mem['orders']:,} orders through `Store.put_orders` (batches of 1,000): "
+            f"**{mem['bytes_per_order']:.1f} B/order** of `used_memory` "
+            f"({mem['dataset_bytes_per_order']:.1f} B dataset); a record is "
+            f"{mem['record_bytes_mean']:.0f} B of msgpack; buckets of "
+            f"{mem['bucket_fields']} fields are `{mem['bucket_encoding']}` "
+            f"({mem['bucket_memory_usage']:,} B each by MEMORY USAGE); written at "
+            f"{_num(mem['orders_per_s'])} orders/s."]
+
+
+def _soak(soak: Mapping[str, Any] | None) -> list[str]:
+    if not soak:
+        return []
+    return ["", "## Soak", "",
+            f"Mixed load at {soak['rps']:,.0f} req/s (target {soak['target_rps']:,.0f}: "
+            f"half the measured maximum; {soak['connections']} connections each pausing "
+            f"~{soak['pause_ms']} ms) for {soak['seconds']:.0f} s: gateway RSS "
+            f"{soak['rss_first_mib']:.1f} MiB after warm-up → {soak['rss_last_mib']:.1f} "
+            f"MiB at the end (peak {soak['rss_peak_mib']:.1f}), "
+            f"**{_num(soak['growth_pct'], 1)}%**; p99 {_ms(soak['p99_ms'])} ms, "
+            f"{soak['errors']} errors."]
+
+
+def _profiles(profiles: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name, prof in profiles.items():
+        lines += ["", f"## Profile: {name} (py-spy, {prof['samples']} busy samples at "
+                  f"{prof['rps_while_profiled']:,.0f} req/s; flame graph `{prof['svg']}`)", ""]
+        rows = []
+        for i in range(max(len(prof["top_own"]), len(prof["top_gateway_inclusive"]))):
+            own = prof["top_own"][i] if i < len(prof["top_own"]) else ["", ""]
+            ours = (prof["top_gateway_inclusive"][i]
+                    if i < len(prof["top_gateway_inclusive"]) else ["", ""])
+            pkg = prof["by_package"][i] if i < len(prof["by_package"]) else ["", ""]
+            rows.append([f"`{own[0]}`" if own[0] else "", str(own[1]),
+                         f"`{ours[0]}`" if ours[0] else "", str(ours[1]),
+                         pkg[0], str(pkg[1])])
+        lines += _table(["own time", "%", "gateway code, inclusive", "%", "package (own)",
+                         "%"], rows)
+    return lines
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
@@ -116,95 +312,14 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "included; the per-command split is in latest.json) and simulator requests per "
         "gateway request.",
     ]
-    for latency, title in ((0, "Upstream latency 0 ms (CPU-bound)"),
-                           (100, "Upstream latency 100 ms (a realistic provider)")):
-        rows = []
-        for name in SCENARIOS:
-            for cell in cells:
-                if cell["scenario"] == name and cell["latency_ms"] == latency \
-                        and cell["concurrency"] < 1000:
-                    if cell["unavailable"].get(GATEWAY, "").startswith("not available"):
-                        rows.append([TITLES[name], str(cell["concurrency"]),
-                                     cell["unavailable"][GATEWAY], *[""] * (len(HEADER) - 3)])
-                    else:
-                        rows.append(_cell_row(cell, TITLES[name]))
-        if rows:
-            lines += ["", f"## {title}", "", *_table(HEADER, rows)]
-    big = [c for c in cells if c["concurrency"] >= 1000]
-    if big:
-        rows = [_cell_row(c, f"status, paced ~{c['pace_ms']} ms/client" if c["pace_ms"]
-                          else "status, closed loop") for c in big]
-        lines += ["", "## 1,000 concurrent clients, upstream latency 100 ms", "",
-                  *_table(HEADER, rows)]
-    extra = []
-    for cell in cells:
-        for target, ratio_key in ((BARE, "gateway_over_bare"),
-                                  (GATEWAY_2W, "gateway_2w_over_gateway")):
-            m = cell["median"].get(target)
-            if m:
-                extra.append([TITLES[cell["scenario"]], str(cell["concurrency"]),
-                              f"{cell['latency_ms']} ms", target, _num(m["rps"]),
-                              _ms(m["p50_ms"]), _ms(m["p99_ms"]),
-                              _num(m.get("server_cpu_us_per_req")),
-                              _ratio(cell["ratios"][ratio_key]), _num(m.get("gen_cpu_pct"))])
-    if extra:
-        lines += ["", "## Extra references", "",
-                  "`bare`: a litestar handler answering constant bytes (the gateway's "
-                  "`services` answer) under uvicorn with the gateway's options; ratio is "
-                  "gateway/bare. `gateway_2w`: `--workers 2`; ratio is 2 workers / 1 worker.",
-                  "", *_table(["scenario", "conc", "upstream", "target", "req/s", "p50 ms",
-                               "p99 ms", "CPU µs/req", "ratio", "gen CPU %"], extra)]
-    problems = []
-    for cell in cells:
-        for target, runs in cell["rounds"].items():
-            merged: dict[str, int] = {}
-            for r in runs:
-                for kind, n in (r.get("server_log_problems") or {}).items():
-                    merged[kind] = merged.get(kind, 0) + n
-            problems += [[cell["key"], target, f"`{kind}`", f"{n:,}"]
-                         for kind, n in sorted(merged.items(), key=lambda kv: -kv[1])[:3]]
-    if problems:
-        lines += ["", "## What the servers logged (warnings and errors, all rounds)", "",
-                  *_table(["cell", "target", "kind", "count"], problems)]
-    lines += ["", "## Targets", "",
-              *_table(["target", "figure", "met?"],
-                      [[t["target"], t["figure"] + (f" — {t['note']}" if t["note"] else ""),
-                        {True: "yes", False: "**no**", None: "n/a"}[t["met"]]]
-                       for t in doc["targets"]])]
-    mem = doc.get("redis_memory")
-    if mem:
-        lines += ["", "## Redis memory", "",
-                  f"{mem['orders']:,} orders through `Store.put_orders` (batches of 1,000): "
-                  f"**{mem['bytes_per_order']:.1f} B/order** of `used_memory` "
-                  f"({mem['dataset_bytes_per_order']:.1f} B dataset); a record is "
-                  f"{mem['record_bytes_mean']:.0f} B of msgpack; buckets of "
-                  f"{mem['bucket_fields']} fields are `{mem['bucket_encoding']}` "
-                  f"({mem['bucket_memory_usage']:,} B each by MEMORY USAGE); written at "
-                  f"{_num(mem['orders_per_s'])} orders/s."]
-    soak = doc.get("soak")
-    if soak:
-        lines += ["", "## Soak", "",
-                  f"Mixed load at {soak['rps']:,.0f} req/s (target {soak['target_rps']:,.0f}: "
-                  f"half the measured maximum; {soak['connections']} connections each pausing "
-                  f"~{soak['pause_ms']} ms) for {soak['seconds']:.0f} s: gateway RSS "
-                  f"{soak['rss_first_mib']:.1f} MiB after warm-up → {soak['rss_last_mib']:.1f} "
-                  f"MiB at the end (peak {soak['rss_peak_mib']:.1f}), "
-                  f"**{_num(soak['growth_pct'], 1)}%**; p99 {_ms(soak['p99_ms'])} ms, "
-                  f"{soak['errors']} errors."]
-    for name, prof in (doc.get("profiles") or {}).items():
-        lines += ["", f"## Profile: {name} (py-spy, {prof['samples']} busy samples at "
-                  f"{prof['rps_while_profiled']:,.0f} req/s; flame graph `{prof['svg']}`)", ""]
-        rows = []
-        for i in range(max(len(prof["top_own"]), len(prof["top_gateway_inclusive"]))):
-            own = prof["top_own"][i] if i < len(prof["top_own"]) else ["", ""]
-            ours = (prof["top_gateway_inclusive"][i]
-                    if i < len(prof["top_gateway_inclusive"]) else ["", ""])
-            pkg = prof["by_package"][i] if i < len(prof["by_package"]) else ["", ""]
-            rows.append([f"`{own[0]}`" if own[0] else "", str(own[1]),
-                         f"`{ours[0]}`" if ours[0] else "", str(ours[1]),
-                         pkg[0], str(pkg[1])])
-        lines += _table(["own time", "%", "gateway code, inclusive", "%", "package (own)",
-                         "%"], rows)
+    lines += _latency_tables(cells)
+    lines += _servers(cells)
+    lines += _extra(cells)
+    lines += _problems(cells)
+    lines += _targets(doc)
+    lines += _memory(doc.get("redis_memory"))
+    lines += _soak(doc.get("soak"))
+    lines += _profiles(doc.get("profiles") or {})
     return "\n".join(lines) + "\n"
 
 
@@ -221,8 +336,7 @@ def chart(doc: Mapping[str, Any], path: Path) -> None:
     latencies = sorted({c["latency_ms"] for c in cells}) or [0]
     fig, axes = plt.subplots(len(latencies), 2, figsize=(18, 5.6 * len(latencies)),
                              squeeze=False)
-    targets = [t for t in (DIRECT, NGINX, GATEWAY, GATEWAY_2W, BARE)
-               if any(t in c["median"] for c in cells)]
+    targets = [t for t in CHART_TARGETS if any(t in c["median"] for c in cells)]
     width = 0.8 / max(len(targets), 1)
     for row, latency in enumerate(latencies):
         group = [c for c in cells if c["latency_ms"] == latency]
@@ -232,10 +346,11 @@ def chart(doc: Mapping[str, Any], path: Path) -> None:
         for i, target in enumerate(targets):
             xs = [j + (i - (len(targets) - 1) / 2) * width for j in range(len(group))]
             med = [c["median"].get(target) or {} for c in group]
-            tput.bar(xs, [m.get("rps") or 0 for m in med], width, label=target,
-                     color=COLORS[target])
-            lat.bar(xs, [m.get("p50_ms") or 0 for m in med], width, color=COLORS[target],
-                    label=f"{target} p50")
+            label = LABELS.get(target, target)
+            tput.bar(xs, [m.get("rps") or 0 for m in med], width, label=label,
+                     color=COLORS.get(target, "#999999"))
+            lat.bar(xs, [m.get("p50_ms") or 0 for m in med], width,
+                    color=COLORS.get(target, "#999999"), label=f"{label} p50")
             lat.scatter(xs, [m.get("p99_ms") or float("nan") for m in med], marker="_",
                         s=120, color="black", zorder=3,
                         label="p99" if i == 0 else None)
