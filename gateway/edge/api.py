@@ -99,6 +99,8 @@ async def api_v2(scope: Scope, receive: Receive, send: Send) -> None:
             # counted before the client has it
             _answered(generation, call, status, time.perf_counter() - started)
             status = -1  # the client has it
+            if scope["method"] == "HEAD":  # type: ignore[typeddict-item]  # headers only
+                body = b""
             end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
                                           "more_body": False}
             await send(end)

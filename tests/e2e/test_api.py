@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -80,6 +81,18 @@ def test_both_paths_served_and_get_is_404(stack):
     r = gw.http.post(gw.url.replace("/api/v2", "/nowhere"), data={"key": "alice-key"})
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
     assert r.headers["content-type"].startswith("application/json")
+    # other methods are 404 too; a HEAD gets the answer's head only
+    assert gw.http.put(gw.url, data={"key": "alice-key", "action": "balance"}).json() == \
+        {"error": "Not Found"}
+    port = int(gw.url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"HEAD /api/v2?key=alice-key&action=balance HTTP/1.1\r\n"
+                     b"Host: gw\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404") and rest == b"", raw
 
 
 @pytest.mark.parametrize("how", ["key", "api", "x-api-key", "bearer"])

@@ -119,6 +119,15 @@ def test_errors_are_json(granian: Granian) -> None:
     assert chunked.status_code == 400 and "too large" in chunked.json()["error"]
     r = gw.http.get(f"{gw.base}/nowhere")
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+    # HEAD: the answer's head only (httpx would not read a body either way)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"HEAD /api/v2?key=alice-key&action=balance HTTP/1.1\r\n"
+                     b"Host: gw\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404") and rest == b"", raw
 
 
 def test_half_a_request_head_is_cut_off(granian: Granian) -> None:
