@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -201,6 +202,22 @@ class Gateway:
 
     def call(self, key: str | None = "alice-key", **fields: Any) -> Any:
         return self.post(key, **fields).json()
+
+
+def raw_answer(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send one raw HTTP/1.1 request (it should say `Connection: close`) to 127.0.0.1:`port`
+    and read to the end: the answer's head and what came after it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    return head, rest
+
+
+HEAD_BALANCE = (b"HEAD /api/v2?key=alice-key&action=balance HTTP/1.1\r\n"
+                b"Host: gw\r\nConnection: close\r\n\r\n")
 
 
 def provider(name: str, sim: Sim, **extra: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.state.embedded import free_port
-from harness import ROOT, Gateway, Sim, base_config, provider
+from harness import HEAD_BALANCE, ROOT, Gateway, Sim, base_config, provider, raw_answer
 
 SECRETS = ("prov-a", "prov-b", "127.0.0.1", "upstream-secret", "localhost", "http")
 
@@ -85,14 +84,8 @@ def test_both_paths_served_and_get_is_404(stack):
     assert gw.http.put(gw.url, data={"key": "alice-key", "action": "balance"}).json() == \
         {"error": "Not Found"}
     port = int(gw.url.split(":")[2].split("/")[0])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"HEAD /api/v2?key=alice-key&action=balance HTTP/1.1\r\n"
-                     b"Host: gw\r\nConnection: close\r\n\r\n")
-        raw = b""
-        while chunk := sock.recv(4096):
-            raw += chunk
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 404") and rest == b"", raw
+    head, rest = raw_answer(port, HEAD_BALANCE)
+    assert head.startswith(b"HTTP/1.1 404") and rest == b"", head
 
 
 @pytest.mark.parametrize("how", ["key", "api", "x-api-key", "bearer"])

@@ -24,7 +24,16 @@ from test_reliability_e2e import ADD, slow, wait_for_add
 from test_reload import ADMIN, log_lines, rewrite, services, wait_for
 
 from gateway.state.embedded import free_port
-from harness import ROOT, Gateway, Sim, _wait, base_config, start_gateway
+from harness import (
+    HEAD_BALANCE,
+    ROOT,
+    Gateway,
+    Sim,
+    _wait,
+    base_config,
+    raw_answer,
+    start_gateway,
+)
 
 HEAD_S = 0.6
 LATE_S = 1.5  # how late a cut-off may come (a loaded machine)
@@ -120,14 +129,8 @@ def test_errors_are_json(granian: Granian) -> None:
     r = gw.http.get(f"{gw.base}/nowhere")
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
     # HEAD: the answer's head only (httpx would not read a body either way)
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"HEAD /api/v2?key=alice-key&action=balance HTTP/1.1\r\n"
-                     b"Host: gw\r\nConnection: close\r\n\r\n")
-        raw = b""
-        while chunk := sock.recv(4096):
-            raw += chunk
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 404") and rest == b"", raw
+    head, rest = raw_answer(gw.port, HEAD_BALANCE)
+    assert head.startswith(b"HTTP/1.1 404") and rest == b"", head
 
 
 def test_half_a_request_head_is_cut_off(granian: Granian) -> None:
