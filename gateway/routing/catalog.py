@@ -167,21 +167,42 @@ class Catalog:
         return self._clock.time() - self._stamps.get(provider, 0.0) > self._g.catalog_max_stale_s
 
     async def _refresh(self, name: str) -> bool:
-        """Fetch one provider's list if this replica wins the lock. True if it changed."""
+        """Fetch one provider's list if this replica wins the lock. True if it changed.
+
+        The lock is held until the new list is stored, and a list another replica
+        stored while this one waited for the lock is taken as it is: one fetch per
+        refresh across replicas."""
         lock = keys.catalog_lock(name)
         timeout_ms = int(self._settings.provider(name).timeout_s * 3000)
         token = await self._locks.acquire(lock, timeout_ms)
         if token is None:
             return False
         try:
+            stored = await self._store.get(name)
+            if stored is not None and stored.fetched_at > self._stamps.get(name, -1.0) \
+                    and self._clock.time() - stored.fetched_at < self._ttl:
+                entry = stored  # refreshed meanwhile by another replica
+            else:
+                fetched = await self._fetch(name)
+                if fetched is None:
+                    return False
+                entry = fetched
+                await self._store.put(name, entry)
+        finally:
+            await self._locks.release(lock, token)
+        self._install(name, entry)
+        self._jitter.pop(name, None)
+        return True
+
+    async def _fetch(self, name: str) -> CatalogEntry | None:
+        """The provider's list now, with what vanished from it; None if it failed."""
+        try:
             services = await self._providers[name].services()
         except ProviderError as exc:
             self._retry_at[name] = self._clock.time() + min(self._ttl, RETRY_FAILED_S)
             log.warning("catalog refresh failed, keeping the last list",
                         extra={"provider": name, "error": exc.message})
-            return False
-        finally:
-            await self._locks.release(lock, token)
+            return None
         now = self._clock.time()
         listed = {s.service for s in services}
         missing = [m for m in self._missing.get(name, {}).values()
@@ -189,11 +210,7 @@ class Catalog:
         known = {m.service.service for m in missing}
         missing += [Missing(u, now) for sid, u in self._lists.get(name, {}).items()
                     if sid not in listed and sid not in known]
-        entry = CatalogEntry(fetched_at=now, services=services, missing=missing)
-        await self._store.put(name, entry)
-        self._install(name, entry)
-        self._jitter.pop(name, None)
-        return True
+        return CatalogEntry(fetched_at=now, services=services, missing=missing)
 
     def _install(self, name: str, entry: CatalogEntry) -> None:
         # the first list a process takes in is not news: only what vanished since

@@ -62,3 +62,22 @@ async def test_a_list_another_replica_stored_is_enough(
         assert r.status_code == 200
         assert r.json() == first
         assert (await app.http.get("/readyz")).status_code == 200
+
+
+async def test_a_refresh_another_replica_stored_while_this_one_waited_is_not_fetched_again(
+        redis_url: str, providers: dict[str, FakeProvider], clock: ManualClock) -> None:
+    """Two replicas find a list due at once; one takes the lock, fetches and stores it.
+    The other gets the lock after that and must take the stored list, not fetch it again
+    (it held the lock only until the fetch, and never looked again: two fetches)."""
+    settings = make_settings(catalog_ttl_s=60)
+    async with serve(settings, redis_url, providers, clock) as one, \
+            serve(settings, redis_url, providers, clock) as two:
+        clock.advance(200)  # past the TTL and its jitter, for both
+        before = providers["prov-a"].calls["services"]
+        one.in_app(one.resources.catalog.sync)  # fetches and stores prov-a's list
+        assert providers["prov-a"].calls["services"] == before + 1
+        stored = one.resources.catalog.fetched_at("prov-a")
+        # `two` judged it due before that was stored, and now has the lock
+        assert two.in_app(two.resources.catalog._refresh, "prov-a") is True
+        assert providers["prov-a"].calls["services"] == before + 1
+        assert two.resources.catalog.fetched_at("prov-a") == stored
