@@ -132,7 +132,9 @@ class Balances:
             if token is None:
                 continue
             try:
-                await self.refresh(name)
+                await self.load(name)  # one that held the lease until now may have done it
+                if self._due(name):
+                    await self.refresh(name)
             finally:
                 await self._locks.release(lease, token)
 
