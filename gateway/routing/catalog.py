@@ -74,8 +74,6 @@ class Catalog:
         self.etag = ""
         self.version = 0  # bumped whenever views and body are rebuilt
 
-    # --- lifecycle -----------------------------------------------------------
-
     async def start(self, wait_s: float, loop: bool = True) -> None:
         """Load cached lists; fetch missing or stale ones, waiting at most `wait_s`."""
         await self._sync(fetch=False, force=True)
@@ -116,8 +114,6 @@ class Catalog:
     async def sync(self) -> None:
         """One pass of the background loop now: take in stored lists, refresh due ones."""
         await self._sync(fetch=True)
-
-    # --- the loop ------------------------------------------------------------
 
     def _due(self, provider: str) -> bool:
         now = self._clock.time()
@@ -167,35 +163,27 @@ class Catalog:
         return self._clock.time() - self._stamps.get(provider, 0.0) > self._g.catalog_max_stale_s
 
     async def _refresh(self, name: str) -> bool:
-        """Fetch one provider's list if this replica wins the lock. True if it changed.
-
-        The lock is held until the new list is stored, and a list another replica
-        stored while this one waited for the lock is taken as it is: one fetch per
-        refresh across replicas."""
+        """Fetch one provider's list if this replica wins the lock (held until the list is
+        stored; one another replica stored meanwhile is taken as it is). True if changed."""
         lock = keys.catalog_lock(name)
-        timeout_ms = int(self._settings.provider(name).timeout_s * 3000)
-        token = await self._locks.acquire(lock, timeout_ms)
+        token = await self._locks.acquire(lock, int(self._settings.provider(name).timeout_s * 3000))
         if token is None:
             return False
         try:
-            stored = await self._store.get(name)
-            if stored is not None and stored.fetched_at > self._stamps.get(name, -1.0) \
-                    and self._clock.time() - stored.fetched_at < self._ttl:
-                entry = stored  # refreshed meanwhile by another replica
-            else:
-                fetched = await self._fetch(name)
-                if fetched is None:
-                    return False
-                entry = fetched
-                await self._store.put(name, entry)
+            entry = await self._store.get(name)
+            if entry is None or entry.fetched_at <= self._stamps.get(name, -1.0) \
+                    or self._clock.time() - entry.fetched_at >= self._ttl:
+                entry = await self._fetch(name)  # else another replica refreshed it meanwhile
         finally:
             await self._locks.release(lock, token)
+        if entry is None:
+            return False
         self._install(name, entry)
         self._jitter.pop(name, None)
         return True
 
     async def _fetch(self, name: str) -> CatalogEntry | None:
-        """The provider's list now, with what vanished from it; None if it failed."""
+        """The provider's list now, with what vanished from it, stored; None if it failed."""
         try:
             services = await self._providers[name].services()
         except ProviderError as exc:
@@ -204,13 +192,11 @@ class Catalog:
                         extra={"provider": name, "error": exc.message})
             return None
         now = self._clock.time()
-        listed = {s.service for s in services}
-        missing = [m for m in self._missing.get(name, {}).values()
-                   if m.service.service not in listed and now - m.since < self._g.catalog_grace_s]
-        known = {m.service.service for m in missing}
-        missing += [Missing(u, now) for sid, u in self._lists.get(name, {}).items()
-                    if sid not in listed and sid not in known]
-        return CatalogEntry(fetched_at=now, services=services, missing=missing)
+        entry = CatalogEntry(fetched_at=now, services=services, missing=vanished(
+            services, self._lists.get(name, {}), self._missing.get(name, {}), now,
+            self._g.catalog_grace_s))
+        await self._store.put(name, entry)
+        return entry
 
     def _install(self, name: str, entry: CatalogEntry) -> None:
         # the first list a process takes in is not news: only what vanished since
@@ -221,8 +207,6 @@ class Catalog:
         for sid, m in self._missing[name].items():
             if before is not None and sid not in before:
                 self._events.emit(catalog_alerts.vanished(self._settings, name, m))
-
-    # --- building views ------------------------------------------------------
 
     def _rebuild(self) -> dict[int, Decimal]:
         """New views and `services` body; the markup rates to publish as confirmed."""
@@ -258,3 +242,15 @@ class Catalog:
         self.etag = etag(self.body)
         self.version += 1
         return publish
+
+
+def vanished(services: list[UpstreamService], before: Mapping[str, UpstreamService],
+             missing: Mapping[str, Missing], now: float, grace_s: float) -> list[Missing]:
+    """What a new list lacks: the services missing already (within `grace_s` of when
+    they vanished) and those the list before had."""
+    listed = {s.service for s in services}
+    out = [m for m in missing.values()
+           if m.service.service not in listed and now - m.since < grace_s]
+    known = {m.service.service for m in out}
+    out += [Missing(u, now) for sid, u in before.items() if sid not in listed and sid not in known]
+    return out
