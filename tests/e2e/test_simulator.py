@@ -354,7 +354,7 @@ def test_package_and_mentions_without_quantity(tok: Sim) -> None:
 
 
 def test_status_progression_toksmm(tok: Sim) -> None:
-    t0 = time.monotonic()
+    tok.ctl("clock", {"frozen": True})  # moved on by hand: no sleeping, no race
     tok.api(action="add", service=1, link="x", quantity=1000)
     pending = tok.api(action="status", order=1)
     assert pending == {
@@ -365,11 +365,11 @@ def test_status_progression_toksmm(tok: Sim) -> None:
         "currency": "USD",
     }
     assert list(pending) == ["charge", "start_count", "status", "remains", "currency"]
-    time.sleep(max(0.0, t0 + TOK_PROGRESS / 2 - time.monotonic()))
+    tok.ctl("clock", {"advance_s": TOK_PROGRESS / 2})
     running = tok.api(action="status", order=1)
     assert running["status"] == "In progress"
     assert running["remains"] == "500" and int(running["start_count"]) > 0
-    time.sleep(max(0.0, t0 + TOK_PROGRESS + 0.1 - time.monotonic()))
+    tok.ctl("clock", {"advance_s": TOK_PROGRESS / 2 + 0.1})
     done = tok.api(action="status", order="1")
     assert done["status"] == "Completed" and done["remains"] == "0"
     assert done["start_count"] == running["start_count"]
@@ -395,6 +395,7 @@ def test_status_unknown(tok: Sim, tested: Sim) -> None:
 
 
 def test_multi_status_toksmm(tok: Sim) -> None:
+    tok.ctl("clock", {"frozen": True})  # still Pending however slow the machine is today
     tok.api(action="add", service=1, link="x", quantity=100)
     tok.api(action="add", service=2, link="x", quantity=100)
     multi = tok.api(action="status", orders="1,2,10")
@@ -435,9 +436,10 @@ def test_partial_refund_once(tested: Sim) -> None:
 
 
 def test_partial_refund_on_balance_without_polling(tok: Sim) -> None:
+    tok.ctl("clock", {"frozen": True})
     tok.api(action="add", service=1, link="partial", quantity=300)  # 0.15
     assert tok.api(action="balance")["balance"] == "99.85000"
-    time.sleep(TOK_PROGRESS + 0.1)
+    tok.ctl("clock", {"advance_s": TOK_PROGRESS + 0.1})
     assert tok.api(action="balance")["balance"] == "99.90000"  # refund 0.15 * 100 / 300
 
 
@@ -463,6 +465,7 @@ def test_force_status(tok: Sim) -> None:
 
 
 def test_refill_toksmm(tok: Sim) -> None:
+    tok.ctl("clock", {"frozen": True})
     tok.api(action="add", service=1, link="x", quantity=100)  # refill allowed
     tok.api(action="add", service=2, link="x", quantity=100)  # refill not allowed
     not_yet = tok.post(action="refill", order=1)
@@ -472,7 +475,6 @@ def test_refill_toksmm(tok: Sim) -> None:
     )
     tok.ctl("orders/1", {"status": "Completed"})
     tok.ctl("orders/2", {"status": "Completed"})
-    t0 = time.monotonic()
     assert tok.api(action="refill", order=1) == {"refill": "1"}
     assert tok.api(action="refill", order=2) == {"error": "Refill is disabled for this service"}
     assert tok.api(action="refill", order=9) == {"error": "Incorrect order ID"}
@@ -482,7 +484,7 @@ def test_refill_toksmm(tok: Sim) -> None:
         {"order": 9, "refill": {"error": "Incorrect order ID"}},
     ]
     assert tok.api(action="refill_status", refill=1) == {"status": "Pending"}
-    time.sleep(max(0.0, t0 + TOK_PROGRESS / 2 + 0.1 - time.monotonic()))
+    tok.ctl("clock", {"advance_s": TOK_PROGRESS / 2 + 0.1})
     assert tok.api(action="refill_status", refill="1") == {"status": "Completed"}
     assert tok.api(action="refill_status", refills="1,2,3") == [
         {"refill": 1, "status": "Completed"},
