@@ -33,7 +33,6 @@ log = logging.getLogger("gateway.edge")
 JSON = "application/json"
 TEMPORARY = "Temporary error, try again later"
 TOO_LARGE = "Request body too large (64 KiB at most)"
-ERROR_STATUS = "error_status"  # request.state: the identified client's error_status
 
 
 class Outage:
@@ -87,15 +86,6 @@ class Outage:
         self.since, self.refused = None, 0
 
 
-def always_200(request: Request[Any, Any, Any]) -> bool:
-    """Whether this request's errors are sent with HTTP 200: the identified client's
-    setting, or the gateway's before (or without) one."""
-    chosen = request.state.get(ERROR_STATUS)
-    if chosen is None:
-        return bool(request.app.state.always_200)
-    return bool(chosen == "always-200")
-
-
 def reply(state: Any, exc: Exception) -> tuple[str, int]:
     """The message and HTTP status that answer `exc` (before `always-200`), with what
     the error does besides (an outage noted, a crash logged). `state`: the app's."""
@@ -117,7 +107,7 @@ def reply(state: Any, exc: Exception) -> tuple[str, int]:
 
 def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     message, status = reply(request.app.state, exc)
-    if always_200(request):
+    if request.app.state.always_200:  # no client is known here: the gateway's setting
         status = 200
     return Response(ENCODER.encode(ErrorAnswer(message)), status_code=status, media_type=JSON)
 
