@@ -8,6 +8,8 @@ runs on a Redis Cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # Raise a counter to at least ARGV[n] (shared by FLOOR and MIRROR_ID).
 _RAISE_TO = """
 local function raise_to(key, at_least)
@@ -315,3 +317,20 @@ redis.call('HSET', KEYS[1], unpack(card))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return card
 """
+
+
+# --- what may run twice --------------------------------------------------------------
+
+def _settles(argv: tuple[object, ...]) -> bool:
+    """CREDIT with settle = '1': a second run finds the order settled and does nothing."""
+    return len(argv) > 5 and argv[5] in ("1", b"1", 1)
+
+
+# (script, predicate on its ARGV): the scripts a run twice leaves as one run would,
+# which the Redis client may send once more after a lost reply (gateway.state.connect)
+REPEATABLE: tuple[tuple[str, Callable[[tuple[object, ...]], bool]], ...] = (
+    (FLOOR, lambda argv: True),
+    (MIRROR_ID, lambda argv: True),
+    (RELEASE, lambda argv: True),
+    (CREDIT, _settles),
+)
