@@ -23,6 +23,7 @@ ErrorStatus = Literal["standard", "always-200"]
 PolicyName = Literal["cheapest", "best_value", "fastest"]  # gateway.routing.policy
 TransportName = Literal["httpx", "httpx-aiohttp", "aiohttp"]
 ServerName = Literal["uvicorn", "granian"]  # gateway.ops.servers
+DurabilityName = Literal["auto", "written", "fsync", "replicas"]  # gateway.state.durability
 
 DEFAULT_TIMEOUT_S = 15.0
 DEFAULT_MAX_CONCURRENCY = 64
@@ -89,6 +90,11 @@ class GatewaySettings(_Config, kw_only=True):
     max_rescues: int = 1  # re-placements per order
     rescue_every_s: float = 5.0  # how often the rescue job looks (one replica at a time)
     rescue_confirm_s: float = 60.0  # how long a cancel may take to show `Canceled`
+    # what must hold before an order's outcome is answered (gateway.state.durability):
+    # auto (the safest the Redis in use supports) | written | fsync | replicas
+    durability: DurabilityName = "auto"
+    durability_replicas: int = 1  # `replicas` (and at most this many for `auto`)
+    durability_timeout_ms: int = 500  # past it, the outcome is also journaled
 
 
 class ProviderRules(_Config, kw_only=True):
