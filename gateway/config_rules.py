@@ -251,7 +251,8 @@ ADMIN_KEY_MIN = 16
 _POSITIVE = ("catalog_ttl_s", "catalog_max_stale_s", "breaker_window_s", "header_timeout_s",
              "body_timeout_s", "order_id_start", "refill_id_start", "mirror_id_start",
              "idempotency_lease_s", "max_in_flight", "link_guard_ttl_s",
-             "score_window_d", "fastest_max_factor", "rescue_every_s")
+             "score_window_d", "fastest_max_factor", "rescue_every_s",
+             "durability_replicas", "durability_timeout_ms")
 _NON_NEGATIVE = ("catalog_grace_s", "balance_cache_s", "status_cache_s", "balance_refresh_s",
                  "breaker_cooldown_s", "min_evidence", "slow_start_after_s",
                  "slow_start_penalty", "refill_refusal_penalty", "policy_cache_s",
