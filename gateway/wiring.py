@@ -37,6 +37,7 @@ from gateway.state.claims import Claims
 from gateway.state.clients import Directory
 from gateway.state.connect import AnyRedis, connect, fill_pool, ping
 from gateway.state.connect import release_idle as release_idle_redis
+from gateway.state.durability import Durability
 from gateway.state.history import History
 from gateway.state.journal import Journal
 from gateway.state.ledger import Ledger
@@ -111,6 +112,7 @@ class Lasting:
     ledger: Ledger
     recovery: Recovery
     clock: Clock
+    durability: Durability
 
 
 @asynccontextmanager
@@ -122,17 +124,22 @@ async def open_lasting(redis_url: str, *, serving: bool = True,
         redis = connect(redis_url)
         stack.push_async_callback(redis.aclose)
         journal = Journal(journal_dir or Path("data") / "journal")
-        orders, ledger = Orders(redis), Ledger(redis, clock)
+        durability = Durability(redis)
+        orders, ledger = Orders(redis, durability), Ledger(redis, clock)
         recovery = Recovery(orders, ledger, Directory(redis, clock), Locks(redis), journal,
                             clock)
         await ping(redis)
         if serving:
             await fill_pool(redis)
+            await durability.watch()
+            await orders.identity()
+            durability.start(on_moved=orders.moved)
+            stack.push_async_callback(durability.aclose)
             journal.open()
             stack.callback(journal.close)
             stack.push_async_callback(recovery.aclose)
             await recovery.start()
-        yield Lasting(redis, orders, ledger, recovery, clock)
+        yield Lasting(redis, orders, ledger, recovery, clock, durability)
 
 
 @asynccontextmanager
@@ -146,6 +153,9 @@ async def open_config(settings: Settings, lasting: Lasting, *, serving: bool = T
     config's clients are not imported): a reload must not break `services`."""
     g = settings.gateway
     redis, clock = lasting.redis, lasting.clock
+    lasting.durability.configure(g.durability, g.durability_replicas, g.durability_timeout_ms)
+    if serving:
+        await lasting.durability.watch()
 
     def default_transport(p: ProviderSettings) -> Transport:
         return make_transport(g.transport, p.url, p.timeout_s, p.max_concurrency)

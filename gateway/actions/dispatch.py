@@ -28,6 +28,7 @@ resolve it). Every dispatch runs shielded from the request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
@@ -192,30 +193,34 @@ class Dispatcher:
                                       note=why, settle=True)
 
     def _tally(self, outcome: Literal["placed", "unknown", "failed"],
-               fallback: bool = False) -> Tally:
-        """The dashboard's counters of an outcome, written with its record."""
+               fallback: bool = False) -> Tally:  # the dashboard's, written with the record
         return Tally(outcome, self._clock.time(), fallback)
 
     async def _store(self, order_id: int, record: OrderRecord, tally: Tally) -> None:
-        """The outcome of a sent order (and its counters), in Redis or else in the journal."""
-        try:
-            await self._orders.put_order(order_id, record, settles=True, tally=tally)
-        except StoreUnavailable:
-            try:
-                self._journal.append(JournalEntry(order_id, record))
-            except OSError:
-                log.critical("add: outcome neither in redis nor in the journal", extra={
-                    "order": order_id, "record": str(record)})
-                raise ClientError(NOT_CONFIRMED) from None
+        """The outcome of a sent order (and its counters), in Redis; in the journal too
+        when Redis failed or the durability barrier was not met in time."""
+        in_redis = False
+        with contextlib.suppress(StoreUnavailable):
+            if await self._orders.put_order(order_id, record, settles=True, tally=tally,
+                                            durable=True):
+                return
+            in_redis = True
+            log.warning("add: durability barrier not met in time: journaled too", extra={
+                "order": order_id, "durability": self._orders.barrier.what})
+        if not journaled(self._journal, JournalEntry(order_id, record,
+                                                     store=self._orders.store)):
+            log.critical("add: outcome neither durable in redis nor in the journal", extra={
+                "order": order_id, "record": str(record), "in_redis": in_redis})
+            if not in_redis:  # (in Redis, not yet durable: still the truth to answer)
+                raise ClientError(NOT_CONFIRMED)
 
     def _journal_or_log(self, order_id: int, record: OrderRecord, why: str) -> None:
         """A failed order's record and release, for when Redis is back."""
         release = record.charge if record.ledger else None
-        try:
-            self._journal.append(JournalEntry(order_id, record, release, why))
-        except OSError:  # the record stays `dispatching`; reconciler and operator see it
-            log.critical("add: failure neither in redis nor in the journal",
-                         extra={"order": order_id})
+        if not journaled(self._journal, JournalEntry(order_id, record, release, why,
+                                                     store=self._orders.store)):
+            log.critical("add: failure neither in redis nor in the journal (the record "
+                         "stays `dispatching`)", extra={"order": order_id})
 
     async def send(self, cand: Candidate, order: AddRequest,
                     probe: bool) -> tuple[Outcome, str]:
@@ -272,6 +277,15 @@ def new_record(client: ClientRecord, view: ServiceView, order: AddRequest, cand:
         quantity=order.quantity, runs=order.runs, charge=charge,
         cost=money.charge(cand.cost_rate, order.quantity, order.runs),
         created=int(now), state="dispatching", currency=currency, ledger=ledger, tried=tried)
+
+
+def journaled(journal: Journal, entry: JournalEntry) -> bool:
+    """Append `entry` to the local journal; False when the disk refused it too."""
+    try:
+        journal.append(entry)
+    except OSError:
+        return False
+    return True
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

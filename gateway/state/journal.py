@@ -12,8 +12,14 @@ Files, in the data dir's `journal/`:
     <owner>.lock           held (flock) by the process while it lives
     <owner>.<n>.journal    its segments: length-prefixed msgpack frames
 
+    foreign/<owner>.<n>.journal  entries written for another Redis (below)
+
 Appends go to the newest segment; a replay closes it and starts another, so
-nothing appended while a replay awaits Redis is lost. A lock file nobody holds
+nothing appended while a replay awaits Redis is lost. Each entry names the data
+set it belongs to (`Orders.identity()`, kept in Redis, so a promoted replica is
+the same store): an entry is replayed only into that store. Entries of another
+store (the process was pointed at another Redis with the same data dir) are moved
+to `foreign/` and reported, never written into the wrong Redis. A lock file nobody holds
 belonged to a process that is gone: whoever takes it replays its segments. A
 frame torn by a crash mid-write is ignored (its request was never answered).
 """
@@ -44,6 +50,7 @@ class JournalEntry(msgspec.Struct, array_like=True):
     record: OrderRecord
     release: Decimal | None = None  # give this back to the client's balance (settled once)
     note: str = ""
+    store: str = ""  # the Redis data set it belongs to ("": written before stores had ids)
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -131,6 +138,25 @@ class Journal:
         process's segments waiting for a replay."""
         self._close_segment()
         return list(self._closed)
+
+    def set_aside(self, path: Path, entries: list[JournalEntry]) -> Path:
+        """Keep entries that belong to another Redis in `foreign/` (fsync'd), named
+        after the segment they came from."""
+        foreign = self.directory / "foreign"
+        foreign.mkdir(exist_ok=True, mode=0o700)
+        target = foreign / path.name
+        with open(target, "ab") as f:
+            for entry in entries:
+                frame = _enc.encode(entry)
+                f.write(_LEN.pack(len(frame)) + frame)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(foreign)
+        return target
+
+    def foreign(self) -> list[Path]:
+        """Segments set aside for another Redis."""
+        return sorted((self.directory / "foreign").glob("*.journal"))
 
     def replayed(self, path: Path) -> None:
         """A segment is in Redis now: remove it."""

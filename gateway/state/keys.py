@@ -16,6 +16,8 @@ BUCKET = 128
 ORDER_SEQ = PREFIX + "seq:order"
 REFILL_SEQ = PREFIX + "seq:refill"
 UNKNOWN_ORDERS = PREFIX + "orders:unknown"
+# the identity of the data set: journal entries are replayed only into the same one
+STORE_ID = PREFIX + "store:id"
 
 
 def order_bucket(order_id: int) -> str:

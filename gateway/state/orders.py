@@ -3,11 +3,20 @@
 Records are msgpack structs in bucket hashes (`keys.order_bucket`); every call
 that touches several records is one pipelined round trip. Ids come from shared
 counters (INCRBY), so they are unique across replicas.
+
+No id twice after a rollback: a failover to a replica that missed the last writes,
+or a Redis restarted from an older file, can put a counter below ids already handed
+out. This process remembers the highest id of each sequence it handed out; when a
+counter answers below it, or the server's replication id changed (`moved()`, from
+`gateway.state.durability`), the counter is raised ROLLBACK_GAP past it before more
+ids are taken (the gap also clears what other replicas handed out meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
@@ -16,12 +25,15 @@ import msgspec
 
 from gateway.models import OrderRecord, RefillRecord
 from gateway.state import keys, scripts
-from gateway.state.connect import AnyRedis, maps_redis_errors
+from gateway.state.connect import AnyRedis, maps_redis_errors, text
+from gateway.state.durability import WRITTEN, Barrier, Durability
 from gateway.state.stats import Expiries, Tally, add_tally
 
 R = TypeVar("R")
+log = logging.getLogger("gateway.orders")
 
 ID_BLOCK = 16  # order ids a process takes from the counter at once
+ROLLBACK_GAP = 10_000  # how far past its highest id a counter found behind is raised
 
 _enc = msgspec.msgpack.Encoder()
 _order_dec = msgspec.msgpack.Decoder(OrderRecord)
@@ -37,12 +49,60 @@ def _by_bucket(ids: Iterable[int], bucket: Callable[[int], str]) -> dict[str, li
 
 @maps_redis_errors
 class Orders:
-    def __init__(self, redis: AnyRedis) -> None:
+    def __init__(self, redis: AnyRedis, durability: Durability | None = None) -> None:
         self.redis = redis
+        self._durability = durability
         self._floor = redis.register_script(scripts.FLOOR)
         self._ids: list[int] = []
         self._id_lock = asyncio.Lock()
         self._expiries = Expiries()
+        self._highest = {keys.ORDER_SEQ: 0, keys.REFILL_SEQ: 0}  # handed out by this process
+        self._behind = False  # the server changed: raise the counters before the next take
+        self.store = ""  # this Redis's identity (`identity()`), once known
+
+    @property
+    def barrier(self) -> Barrier:
+        """What a durable write waits for now (`gateway.state.durability`)."""
+        return self._durability.barrier if self._durability is not None else WRITTEN
+
+    async def identity(self) -> str:
+        """The id of the data set in this Redis (kept in it, so a promoted replica has
+        the same): made once by whoever asks first. The journal keeps it with each
+        entry, and replays an entry only into the store it was written for."""
+        await self.redis.set(keys.STORE_ID, secrets.token_hex(8), nx=True)
+        self.store = text(await self.redis.get(keys.STORE_ID) or b"")
+        return self.store
+
+    def moved(self) -> None:
+        """Another server answers at the address (its replication id changed): the
+        rest of the id block is dropped and the counters raised before the next take."""
+        self._ids.clear()
+        self._behind = True
+
+    async def _take(self, seq: str, count: int) -> int:
+        """`count` ids from the counter `seq`: the last of them, above every id this
+        process handed out before."""
+        if self._behind:
+            await self._raise_past_highest()
+        last = int(await self.redis.incrby(seq, count))
+        if last - count < self._highest[seq]:
+            log.error("redis: an id counter went back (lost writes): raised past it",
+                      extra={"counter": seq, "counter_at": last - count,
+                             "handed_out": self._highest[seq]})
+            await self._floor(keys=[seq], args=[self._highest[seq] + ROLLBACK_GAP])
+            last = int(await self.redis.incrby(seq, count))
+        self._highest[seq] = max(self._highest[seq], last)
+        return last
+
+    async def _raise_past_highest(self) -> None:
+        for seq, highest in self._highest.items():
+            if highest:
+                await self._floor(keys=[seq], args=[highest + ROLLBACK_GAP])
+        self._behind = False
+
+    async def raise_floor(self, order_id: int) -> None:
+        """An order id known to be handed out (a journal entry): never again."""
+        await self._floor(keys=[keys.ORDER_SEQ], args=[order_id])
 
     async def set_sequence_floors(self, order_start: int, refill_start: int) -> None:
         await self._floor(keys=[keys.ORDER_SEQ], args=[order_start - 1])
@@ -58,7 +118,7 @@ class Orders:
         """
         async with self._id_lock:
             if not self._ids:
-                last = int(await self.redis.incrby(keys.ORDER_SEQ, ID_BLOCK))
+                last = await self._take(keys.ORDER_SEQ, ID_BLOCK)
                 self._ids = list(range(last, last - ID_BLOCK, -1))
             return self._ids.pop()
 
@@ -77,13 +137,17 @@ class Orders:
         return bool(created)
 
     async def put_order(self, order_id: int, record: OrderRecord,
-                        settles: bool = False, tally: Tally | None = None) -> None:
+                        settles: bool = False, tally: Tally | None = None,
+                        durable: bool = False) -> bool:
         """Store one record; `tally`: count its outcome for the dashboard
-        (`gateway.state.stats`) in the same round trip."""
-        await self.put_orders({order_id: record}, settles, tally)
+        (`gateway.state.stats`) in the same round trip. `durable`: hold until the
+        durability barrier is met; False when it was not in time (the record is in
+        Redis, but may not survive a failover or a power cut)."""
+        return await self.put_orders({order_id: record}, settles, tally, durable)
 
     async def put_orders(self, records: Mapping[int, OrderRecord],
-                         settles: bool = False, tally: Tally | None = None) -> None:
+                         settles: bool = False, tally: Tally | None = None,
+                         durable: bool = False) -> bool:
         """Store records. `settles`: these records explain their reservations (the
         ledger's pending marks are cleared in the same round trip). A failed record
         explains nothing: its mark stays until the release clears it (the ledger's
@@ -102,7 +166,11 @@ class Orders:
                 pipe.srem(keys.UNKNOWN_ORDERS, order_id)
             if settles and record.ledger and record.state != "failed":
                 pipe.hdel(keys.client_pending(record.client), str(order_id))
-        await pipe.execute()
+        barrier = self.barrier if durable else WRITTEN
+        if barrier.command is not None:
+            pipe.execute_command(*barrier.command)
+        replies = await pipe.execute()
+        return barrier.met(replies[-1] if barrier.command is not None else None)
 
     async def get_orders(self, ids: Iterable[int]) -> dict[int, OrderRecord]:
         """Records of the given ids that exist, in one round trip."""
@@ -148,7 +216,7 @@ class Orders:
     async def new_refill_ids(self, count: int) -> list[int]:
         if count == 0:
             return []
-        last = int(await self.redis.incrby(keys.REFILL_SEQ, count))
+        last = await self._take(keys.REFILL_SEQ, count)
         return list(range(last - count + 1, last + 1))
 
     async def get_refills(self, ids: Iterable[int]) -> dict[int, RefillRecord]:

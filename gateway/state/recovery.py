@@ -4,7 +4,10 @@ reservation reconciler.
 - `replay()`: every journal entry (this process's, and those of processes that
   are gone) goes into Redis. A record is written over one still `dispatching`
   (or missing); one that moved on since (an operator resolved it) is kept. A
-  release in an entry is settled once, like any release.
+  release in an entry is settled once, like any release. A record is written with
+  the durability barrier (`gateway.state.durability`): a segment is done only once
+  every record in it holds. The order id counter is raised past each entry's id.
+  An entry written for another Redis data set is set aside, never applied.
 - `reconcile()`: one replica at a time (a lease in Redis), every reservation
   older than PENDING_GRACE_S that no order record explains (the replica died
   between the reservation and the record, or the record says `failed`) is
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import StoreUnavailable
@@ -89,14 +93,15 @@ class Recovery:
     async def replay(self) -> int:
         """Every journal entry into Redis; the number of entries applied."""
         applied = 0
+        store: list[str] = []  # this Redis's identity, asked for once a round, if needed
         for path in self.journal.own_segments():
-            applied += await self._apply_all(read_segment(path))
+            applied += await self._apply_all(path, store)
             self.journal.replayed(path)
         for segments, lock in self.journal.orphans():
             done = False
             try:
                 for path in segments:
-                    applied += await self._apply_all(read_segment(path))
+                    applied += await self._apply_all(path, store)
                     path.unlink(missing_ok=True)
                 done = True
             finally:
@@ -105,15 +110,30 @@ class Recovery:
             log.warning("journal replayed into redis", extra={"entries": applied})
         return applied
 
-    async def _apply_all(self, entries: list[JournalEntry]) -> int:
-        for entry in entries:
+    async def _apply_all(self, path: Path, store: list[str]) -> int:
+        entries = read_segment(path)
+        if not entries:
+            return 0
+        if not store:
+            store.append(await self._orders.identity())
+        ours = [e for e in entries if e.store in ("", store[0])]
+        if len(ours) < len(entries):
+            kept = self.journal.set_aside(path, [e for e in entries if e not in ours])
+            log.error("journal: entries of another Redis kept aside, not replayed here",
+                      extra={"entries": len(entries) - len(ours), "file": str(kept),
+                             "store": store[0]})
+        for entry in ours:
             await self._apply(entry)
-        return len(entries)
+        return len(ours)
 
     async def _apply(self, e: JournalEntry) -> None:
+        await self._orders.raise_floor(e.order)
         standing = (await self._orders.get_orders([e.order])).get(e.order)
         if standing is None or standing.state in ("dispatching", e.record.state):
-            await self._orders.put_order(e.order, e.record, settles=True)
+            if not await self._orders.put_order(e.order, e.record, settles=True,
+                                                durable=True):
+                raise StoreUnavailable(f"order {e.order}: the durability barrier "
+                                       f"({self._orders.barrier.what}) not met yet")
         else:
             log.warning("journal: order moved on in redis, kept as it is", extra={
                 "order": e.order, "journal": e.record.state, "redis": standing.state})
