@@ -7,6 +7,8 @@ own (`ThreadedProxy`) for code that is not async (the chaos suite).
 - `cut()`: every open connection is closed at once, both sides (a proxy restart,
   a network partition healing, a failover behind a stable address).
 - `target`: where new connections go; set it and `cut()` to fail over.
+- `blackhole`: while set, nothing gets through either way and nothing is closed
+  (a partition: a replica's link to its master goes quiet).
 - `swallow_replies = n`: the next n replies a server sends are dropped, each
   closing its client's connection the moment it arrives: the command ran, its
   reply was lost.
@@ -25,6 +27,7 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.swallow_replies = 0
+        self.blackhole = False
         self.accepted = 0  # connections taken since start
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -73,6 +76,8 @@ class TcpProxy:
                     up: bool) -> None:
         try:
             while data := await reader.read(65536):
+                if self.blackhole:
+                    continue
                 if not up and self.swallow_replies > 0:
                     self.swallow_replies -= 1
                     break  # the command ran; its reply never reaches the client

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.state import keys
+from gateway.state.connect import connect
+from gateway.state.orders import ID_BLOCK, ROLLBACK_GAP, Orders
 from inprocess import BOB, App
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +67,35 @@ async def test_cancel_answers_a_list_and_reaches_each_provider(app: App) -> None
     assert (a.canceled, b.canceled) == ([a.last_order], [b.last_order])
     single = await app.call(action="cancel", order=on_a)
     assert single == [{"order": on_a, "cancel": 1}]
+
+
+async def test_an_id_counter_that_went_back_never_hands_an_id_out_twice(
+        redis_url: str) -> None:
+    """A failover to a replica that missed the last INCRBY, or a Redis restarted from
+    an older file: the counter answers below ids this process handed out."""
+    orders = Orders(connect(redis_url))
+    try:
+        first = [await orders.next_order_id() for _ in range(ID_BLOCK)]
+        await orders.redis.set(keys.ORDER_SEQ, 0)  # the writes that raised it are lost
+        after = [await orders.next_order_id() for _ in range(3)]
+        assert min(after) > max(first) + ROLLBACK_GAP - 1
+        refills = await orders.new_refill_ids(5)
+        await orders.redis.set(keys.REFILL_SEQ, 0)
+        assert min(await orders.new_refill_ids(2)) > max(refills)
+    finally:
+        await orders.redis.aclose()
+
+
+async def test_another_server_at_the_address_moves_the_counters_past_this_process(
+        redis_url: str) -> None:
+    """A new replication id (`moved`): the rest of the block is dropped, and the
+    counter is raised past every id handed out before the next is taken, even when
+    it did not go back as far as this process can see (other replicas' blocks)."""
+    orders = Orders(connect(redis_url))
+    try:
+        handed = await orders.next_order_id()
+        orders.moved()
+        nxt = await orders.next_order_id()
+        assert nxt > handed + ROLLBACK_GAP
+    finally:
+        await orders.redis.aclose()

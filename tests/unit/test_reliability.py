@@ -167,6 +167,32 @@ async def test_a_dead_process_journal_is_replayed_at_start(
     assert list((tmp_path / "journal").iterdir()) == []
 
 
+async def test_a_journal_is_replayed_only_into_the_redis_it_belongs_to(
+        server: Server, redis_url: str, tmp_path: Path, providers: dict[str, FakeProvider],
+        clock: ManualClock) -> None:
+    """The same data dir, another REDIS_URL: entries written for the first Redis are
+    set aside (journal/foreign/), never replayed into the second (main of dc7389a
+    replayed them: order ids of another sequence in the wrong store)."""
+    record = OrderRecord(client="alice", service=1, provider="prov-a", upstream_service="1",
+                         link="https://t.co/x", quantity=100, charge=Decimal("0.1"),
+                         cost=Decimal("0.05"), created=1, state="placed", upstream_id="77")
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        first_store = s.r.orders.store
+        assert first_store
+    dead = Journal(tmp_path / "journal")  # a process of the first Redis: appends, dies
+    dead.open()
+    dead.append(JournalEntry(424242, record, store=first_store))
+    dead.own_segments()
+    dead.close()
+    async with gateway(redis_url, tmp_path, providers, clock) as s:  # another Redis
+        assert s.r.orders.store not in ("", first_store)
+        assert await s.r.orders.get_orders([424242]) == {}
+        [aside] = s.r.recovery.journal.foreign()
+        assert [e.order for e in read_segment(aside)] == [424242]
+    async with gateway(server.url, tmp_path, providers, clock) as s:  # its own: kept aside
+        assert await s.r.orders.get_orders([424242]) == {}
+
+
 def test_a_torn_frame_at_the_end_is_skipped(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.open()
