@@ -5,6 +5,8 @@
     python -m chaos --short              # ~10 s: one quick cycle, 12 panels (the test)
     python -m chaos --redis-url redis://host:6379/5   # external Redis (flushed first!)
     python -m chaos --cluster            # a local 3-master Redis Cluster, failover mid-load
+    python -m chaos --replicated         # master + replica behind one address: lossy failovers
+    python -m chaos --sentinel           # master + replica + Redis Sentinel: promotions
 
 The exit status is 1 when any count of any run is not 0 (2 when a run could not
 be carried out). Work dirs (logs, configs, Redis data) are kept when a count is
@@ -46,6 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                        "(its database is FLUSHED at the start of each run; not killed)")
     where.add_argument("--cluster", action="store_true",
                        help="a local Redis Cluster (gateway.state.local_cluster)")
+    where.add_argument("--replicated", action="store_true",
+                       help="a master and a replica behind one address; the Redis steps "
+                       "are lossy failovers (chaos.topology)")
+    where.add_argument("--sentinel", action="store_true",
+                       help="a master and a replica watched by Redis Sentinel; the Redis "
+                       "steps are Sentinel failovers (chaos.topology)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (%(default)s)")
     p.add_argument("--work-dir", type=Path, help="where runs keep logs and data (a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep work dirs of clean runs too")
@@ -70,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     base = config.SHORT if args.short else config.FULL
     plan = base.scaled(cycles=args.cycles, workers=args.workers, replicas=args.replicas,
                        step_s=args.step_s, settle_s=args.settle_s, retry_s=args.retry_s)
-    where = Where(redis_url=args.redis_url, cluster=args.cluster)
+    where = Where(redis_url=args.redis_url, cluster=args.cluster,
+                  replicated=args.replicated, sentinel=args.sentinel)
     root = args.work_dir or Path(tempfile.mkdtemp(prefix="chaos-"))
     doc: dict[str, object] = {
         "command": " ".join(["python -m chaos", *(argv if argv is not None else sys.argv[1:])]),

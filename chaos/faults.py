@@ -9,8 +9,14 @@ One cycle, each step after the other (the load never stops):
     dropped connections            answers after the provider timeout (the
                                    order exists upstream, the gateway gave up)
     kill -9 the other replica*     top-up of the prepaid client
+    Redis killed and restarted while the gateway is idle (the panels pause): the
+    first requests after it answers again must all be served
 
 (* not in a lean plan: the short run.)
+Against a replicated Redis (`--replicated`, `--sentinel`: chaos.topology) both
+Redis steps are failovers instead: the lossy one (the replica's link goes quiet
+while adds are answered, the master is killed, the replica promoted behind the
+same address), or a Sentinel promotion; the idle step kills the master while idle.
 Against a Redis Cluster (`--cluster`) the Redis steps kill a master and wait for
 its replica to take over (then restart the killed node as a replica); against an
 external Redis (`--redis-url`) they are skipped. Every step is logged with its
@@ -30,6 +36,9 @@ from typing import Any
 
 from chaos.config import Plan
 from chaos.procs import RedisServer, Replica, Sim
+from chaos.topology import Replicated, Sentineled
+
+IDLE_PROBES = 20  # requests sent right after an idle restart: each must be served
 
 
 def kill_a_master(cluster: Any, turn: int) -> int:
@@ -51,6 +60,10 @@ class Targets:
     sims: list[Sim]
     replicas: list[Replica]
     topup: Callable[[Decimal], Awaitable[bool]]
+    pair: Replicated | Sentineled | None = None  # ours to fail over
+    pause: Callable[[], Awaitable[None]] | None = None  # the load: hold the panels ...
+    resume: Callable[[], None] | None = None  # ... and let them go
+    probe: Callable[[int], Awaitable[int]] | None = None  # n requests: how many failed
 
 
 class Faults:
@@ -60,6 +73,7 @@ class Faults:
         self.t0 = t0
         self.log: list[dict[str, Any]] = []
         self.topped_up = Decimal(0)
+        self.refused_after_idle_restart = 0
 
     async def run(self) -> None:
         for cycle in range(self.plan.cycles):
@@ -93,6 +107,8 @@ class Faults:
             steps.append((f"kill -9 replica-{(c + 1) % n}",
                           lambda: self._kill_replica((c + 1) % n)))
         steps.append(("top-up", self._topup))
+        if self.t.pause is not None and (self.t.redis is not None or self.t.pair is not None):
+            steps.append(("redis killed and restarted while idle", self._idle_restart))
         return steps
 
     # --- upstream ------------------------------------------------------------------
@@ -121,6 +137,10 @@ class Faults:
         replica.wait_ok("/healthz")
 
     def _redis_name(self, signum: int) -> str:
+        if isinstance(self.t.pair, Sentineled):
+            return "sentinel failover (master SIGKILLed)"
+        if self.t.pair is not None:
+            return "lossy failover (replica cut off, master SIGKILLed, replica promoted)"
         if self.t.cluster is not None:
             return "SIGKILL a Redis Cluster master (failover)"
         if self.t.redis is None:
@@ -130,7 +150,15 @@ class Faults:
     async def _redis(self, signum: int, also_kill: int | None) -> str | None:
         """Redis goes away (and, with `also_kill`, a replica dies while it is away);
         then both come back."""
-        server, cluster = self.t.redis, self.t.cluster
+        server, cluster, pair = self.t.redis, self.t.cluster, self.t.pair
+        if pair is not None:
+            dies = self.t.replicas[also_kill] if also_kill is not None else None
+            failed_over: str = await asyncio.to_thread(pair.failover, self.plan.down_s)
+            if dies is not None:  # a gateway replica dies right after the failover
+                await asyncio.to_thread(dies.signal, signal.SIGKILL)
+                await asyncio.sleep(self.plan.down_s / 2)
+                await asyncio.to_thread(self._start_replica, dies)
+            return failed_over
         ours = server is not None or cluster is not None
         note = None if ours else "no Redis outage: an external Redis"
         if cluster is not None:
@@ -151,6 +179,28 @@ class Faults:
         if replica is not None:
             await asyncio.to_thread(self._start_replica, replica)
         return note
+
+    async def _idle_restart(self) -> str:
+        """No request in flight; Redis dies and comes back (the same address and data);
+        then every request must be served: a pooled connection the old server closed
+        must never be handed out again."""
+        assert self.t.pause is not None and self.t.resume is not None
+        assert self.t.probe is not None
+        await self.t.pause()
+        await asyncio.sleep(0.3)  # idle: the gateways' pooled connections see it go
+        note: str | None
+        if self.t.pair is not None:
+            note = await asyncio.to_thread(self.t.pair.failover, 0.0)
+        else:
+            assert self.t.redis is not None
+            await asyncio.to_thread(self.t.redis.signal, signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(self.t.redis.start)
+            note = "SIGKILL redis-server while idle, restarted"
+        refused = await self.t.probe(IDLE_PROBES)
+        self.t.resume()
+        self.refused_after_idle_restart += refused
+        return f"{note}; {refused} of {IDLE_PROBES} requests after it refused"
 
     async def _topup(self) -> str:
         amount = self.plan.credit

@@ -95,6 +95,9 @@ class Load:
         self.t0 = time.monotonic()
         self.t0_wall = time.time()  # `t` of answers and faults counts from here
         self._tasks: list[asyncio.Task[None]] = []
+        self._running = asyncio.Event()  # cleared: the panels wait (the gateway is idle)
+        self._running.set()
+        self._in_flight = 0
         self.http = httpx.AsyncClient(
             timeout=plan.client_timeout_s,
             limits=httpx.Limits(max_connections=4 * plan.workers + 16))
@@ -114,17 +117,43 @@ class Load:
         for task in self._tasks:
             task.cancel()
 
+    async def pause(self, within_s: float = 30.0) -> None:
+        """The panels stop sending; back once what they had in flight is answered."""
+        self._running.clear()
+        deadline = time.monotonic() + within_s
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def probe(self, count: int) -> int:
+        """`count` balance requests of the prepaid client, over every replica in turn
+        (each reads Redis); how many were not answered 200."""
+        data = {"key": KEYS[LEDGER_CLIENT], "action": "balance"}
+        answers = [await self._post("balance (probe)", n % len(self.apis), data, {})
+                   for n in range(count)]
+        return sum(1 for a in answers if a.status != 200)
+
     async def _worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            roll = self.rng.random()
-            if roll < 0.55:
-                await self._place(self._new_order(), stop)
-            elif roll < 0.85:
-                await self._status()
-            elif roll < 0.93:
-                await self._other("cancel", "orders")
-            else:
-                await self._other("refill", "order")
+            await self._running.wait()
+            self._in_flight += 1
+            try:
+                await self._one(stop)
+            finally:
+                self._in_flight -= 1
+
+    async def _one(self, stop: asyncio.Event) -> None:
+        roll = self.rng.random()
+        if roll < 0.55:
+            await self._place(self._new_order(), stop)
+        elif roll < 0.85:
+            await self._status()
+        elif roll < 0.93:
+            await self._other("cancel", "orders")
+        else:
+            await self._other("refill", "order")
 
     def _new_order(self) -> Logical:
         n = len(self.orders)

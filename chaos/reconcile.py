@@ -18,6 +18,9 @@
     7 ledger drift               `keys check` mismatches; balance != top-ups minus what
                                  the standing orders cost; orders whose ledger entries
                                  net to anything but their record's cost
+    8 refused after an idle      requests not served right after Redis died and came
+      restart                    back while no request was in flight (counted by the
+                                 fault step itself, chaos.faults)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from gateway.money import refund
 
 COUNTS = ("answers_without_records", "ids_answered_twice", "double_dispatches",
           "unmapped_upstream_orders", "placed_while_told_to_retry",
-          "charges_without_records", "ledger_drift")
+          "charges_without_records", "ledger_drift", "refused_after_idle_restart")
 EXAMPLES = 8
 
 

@@ -17,6 +17,7 @@ TITLES = {
     "placed_while_told_to_retry": "placed upstream while told to retry",
     "charges_without_records": "charges without records",
     "ledger_drift": "ledger drift",
+    "refused_after_idle_restart": "refused right after an idle Redis restart",
 }
 
 

@@ -35,6 +35,7 @@ from chaos.procs import (
     stop_together,
 )
 from chaos.reconcile import Findings, reconcile
+from chaos.topology import Replicated, Sentineled
 from chaos.truth import read_truth, record_ids, sync_redis
 
 
@@ -45,6 +46,8 @@ class Where:
 
     redis_url: str | None = None
     cluster: bool = False
+    replicated: bool = False  # a master and a replica behind one address (lossy failover)
+    sentinel: bool = False  # a master and a replica watched by Redis Sentinel
 
 
 def reconciler_grace_s() -> float:
@@ -59,6 +62,13 @@ def reconciler_grace_s() -> float:
 
 def open_redis(stack: contextlib.ExitStack, where: Where,
                work: Path) -> tuple[str, RedisServer | None, Any]:
+    """The URL, our own redis-server, a local cluster or a replicated pair (the
+    third: a LocalCluster, a Replicated or a Sentineled, or None)."""
+    if where.replicated or where.sentinel:
+        pair = (Sentineled if where.sentinel else Replicated)(work / "pair")
+        stack.callback(pair.stop)
+        flush(pair.url)
+        return pair.url, None, pair
     if where.cluster:
         try:
             from gateway.state.local_cluster import LocalCluster
@@ -116,7 +126,9 @@ def run_once(plan: Plan, where: Where, work: Path, index: int) -> dict[str, Any]
     began = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        url, server, cluster = open_redis(stack, where, work)
+        url, server, other = open_redis(stack, where, work)
+        pair = other if isinstance(other, Replicated | Sentineled) else None
+        cluster = None if pair is not None else other
         sims = {"prov-a": Sim("prov-a", "toksmm", plan.progress_s, plan.latency_ms, work),
                 "prov-b": Sim("prov-b", "testedsmm", plan.progress_s, plan.latency_ms, work,
                               config.CATALOG_B)}
@@ -127,9 +139,10 @@ def run_once(plan: Plan, where: Where, work: Path, index: int) -> dict[str, Any]
         replicas = [Replica(i, cfg, url, work) for i in range(plan.replicas)]
         start_all(stack, replicas, "/readyz", plan.drain_s)
         started = time.monotonic() - began
-        targets = Targets(server, cluster, list(sims.values()), replicas,
-                          lambda amount: topup(url, amount, "chaos top-up"))
         load = Load([r.api for r in replicas], plan, f"r{index}-{int(time.time())}", index)
+        targets = Targets(server, cluster, list(sims.values()), replicas,
+                          lambda amount: topup(url, amount, "chaos top-up"), pair=pair,
+                          pause=load.pause, resume=load.resume, probe=load.probe)
         findings, extra = asyncio.run(_drive(plan, url, sims, targets, load))
     logs = [r.log_path for r in replicas]
     findings.observations["log_problems"] = {
@@ -171,6 +184,7 @@ async def _drive(plan: Plan, url: str, sims: dict[str, Sim], targets: Targets,
     await load.aclose()
     findings = reconcile(load.orders, truth, statuses, topped_up + faults.topped_up,
                          LEDGER_CLIENT, reconciler_grace_s(), load.lost)
+    findings.counts["refused_after_idle_restart"] = faults.refused_after_idle_restart
     findings.observations["keyed_orders_open_after_retries"] = still_open
     findings.observations["replicas_killed_at_the_final_restart"] = [
         r.name for r, ok in zip(targets.replicas, drained, strict=True) if not ok]
@@ -198,6 +212,10 @@ def _attach_log_lines(f: Findings, logs: list[Path]) -> None:
 
 
 def _describe(where: Where) -> str:
+    if where.sentinel:
+        return "master + replica + Redis Sentinel (ours: SIGKILL the master, promotion)"
+    if where.replicated:
+        return "master + replica behind one address (ours: lossy failovers)"
     if where.cluster:
         return "local Redis Cluster (3 masters + 3 replicas)"
     return where.redis_url or "redis-server (ours: SIGTERM/SIGKILL + restart)"

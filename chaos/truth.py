@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.sentinel import Sentinel
 
 from chaos.procs import ROOT, Sim
 from gateway.models import OrderRecord
@@ -27,6 +28,7 @@ from gateway.money import from_units
 from gateway.state import keys
 
 CLUSTER_SCHEME = "redis+cluster://"
+SENTINEL_SCHEME = "redis+sentinel://"
 _decode = msgspec.msgpack.Decoder(OrderRecord).decode
 
 
@@ -63,6 +65,12 @@ class Truth:
 def sync_redis(url: str) -> Any:
     if url.startswith(CLUSTER_SCHEME):
         return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME):])
+    if url.startswith(SENTINEL_SCHEME):  # redis+sentinel://host:port[,host:port]/service
+        hosts, _, service = url[len(SENTINEL_SCHEME):].partition("/")
+        sentinels = [(h.rpartition(":")[0], int(h.rpartition(":")[2]))
+                     for h in hosts.split(",")]
+        manager = Sentinel(sentinels, socket_timeout=5)  # type: ignore[no-untyped-call]
+        return manager.master_for(service.split("/")[0])  # type: ignore[no-untyped-call]
     return redis.Redis.from_url(url)
 
 

@@ -133,7 +133,7 @@ async def open_lasting(redis_url: str, *, serving: bool = True,
             await fill_pool(redis)
             await durability.watch()
             await orders.identity()
-            durability.start(on_moved=orders.moved)
+            durability.start(on_moved=orders.ids.moved)
             stack.push_async_callback(durability.aclose)
             journal.open()
             stack.callback(journal.close)

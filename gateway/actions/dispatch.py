@@ -197,8 +197,7 @@ class Dispatcher:
         return Tally(outcome, self._clock.time(), fallback)
 
     async def _store(self, order_id: int, record: OrderRecord, tally: Tally) -> None:
-        """The outcome of a sent order (and its counters), in Redis; in the journal too
-        when Redis failed or the durability barrier was not met in time."""
+        """A sent order's outcome (and counters): in Redis, journaled too unless durable."""
         in_redis = False
         with contextlib.suppress(StoreUnavailable):
             if await self._orders.put_order(order_id, record, settles=True, tally=tally,
@@ -207,8 +206,9 @@ class Dispatcher:
             in_redis = True
             log.warning("add: durability barrier not met in time: journaled too", extra={
                 "order": order_id, "durability": self._orders.barrier.what})
-        if not journaled(self._journal, JournalEntry(order_id, record,
-                                                     store=self._orders.store)):
+        held = record.charge if record.ledger else None
+        if not journaled(self._journal, JournalEntry(order_id, record, store=self._orders.store,
+                                                     charge=held)):
             log.critical("add: outcome neither durable in redis nor in the journal", extra={
                 "order": order_id, "record": str(record), "in_redis": in_redis})
             if not in_redis:  # (in Redis, not yet durable: still the truth to answer)

@@ -8,17 +8,38 @@ too); an invalid file is refused there (its errors logged, one JSON line) and no
 worker is touched; a valid one is relayed as a SIGHUP to every worker, and each
 swaps it in without dropping a request, keeping its pid. The rest (SIGTERM,
 SIGINT, SIGTTIN/SIGTTOU, a dead worker replaced) is uvicorn's.
+
+A worker ends with its supervisor, whatever ended the supervisor (`kill -9`
+too): `in_worker()` asks the kernel for a SIGTERM when its parent dies (Linux's
+`PR_SET_PDEATHSIG`) and watches its parent pid as well (everywhere: the parent
+pid changes when the parent dies). Once the supervisor is gone the worker shuts
+down gracefully (the SIGTERM) and is ended `ORPHAN_EXIT_S` later if it has not
+finished by then: about half a second after the supervisor died, the port is
+free for a new `serve`.
+
+The metrics dir of a serve (`metrics_dir`) holds a lock file; the serve and each
+of its workers hold a shared lock on it for as long as they live. A dir is
+removed only when no process holds that lock (a dir without one, from a serve
+before this: when the pid it is named for is gone), so a new serve never takes
+the directory from under workers still running.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import fcntl
 import logging
 import os
 import shutil
 import signal
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from uvicorn import Config
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -28,13 +49,19 @@ from gateway.config import check_file
 log = logging.getLogger("gateway.reload")
 
 ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client in each worker
+LOCK = ".lock"  # in `<data-dir>/metrics` (creating, removing) and in each serve's dir (in use)
+ORPHAN_EXIT_S = 0.5  # a worker whose supervisor died: its graceful shutdown gets this long
+WATCH_S = 0.1  # how often a worker looks at its parent pid
+EXIT_ORPHANED = 1
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_held: list[int] = []  # this process's shared locks on metrics dirs (fds kept open)
 
 
 class Supervisor(Multiprocess):
     """uvicorn's supervisor, with SIGHUP relayed to the workers as a live reload."""
 
-    def __init__(self, config: Config, config_path: str) -> None:
-        super().__init__(config, sockets=[config.bind_socket()])
+    def __init__(self, config: Config, config_path: str, sock: socket.socket) -> None:
+        super().__init__(config, sockets=[sock])
         self.config_path = config_path
 
     def handle_hup(self) -> None:
@@ -86,28 +113,142 @@ def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, count)
 
 
+def worker_factory() -> Any:
+    """The app of one `Supervisor` worker (uvicorn's factory, in the worker process)."""
+    from gateway.ops.cli import app_factory
+
+    in_worker()
+    return app_factory()
+
+
+def in_worker() -> None:
+    """Called first in a worker process of `serve --workers N` (uvicorn's or granian's):
+    it ends with its supervisor (the pid in `ENV_SUPERVISOR`), and holds the metrics
+    dir it writes to, so that no new serve removes it while it lives."""
+    from gateway.edge.reload import ENV_SUPERVISOR
+
+    hold_metrics_dir()
+    supervisor = os.environ.get(ENV_SUPERVISOR, "")
+    if supervisor.isdigit():
+        end_with(int(supervisor))
+
+
+def end_with(supervisor: int) -> None:
+    """This process ends with its parent `supervisor`: a SIGTERM from the kernel when it
+    dies (Linux), a thread watching the parent pid (everywhere), and `ORPHAN_EXIT_S`
+    after either, an exit whatever the graceful shutdown is doing."""
+    signalled = _ask_parent_death_signal(signal.SIGTERM)
+    watcher = threading.Thread(target=_watch_parent, args=(supervisor, signalled),
+                               name="supervisor-watch", daemon=True)
+    watcher.start()  # a supervisor that died before this asked: seen at once
+
+
+def _ask_parent_death_signal(signum: int) -> bool:
+    """`prctl(PR_SET_PDEATHSIG, signum)`: whether the kernel will send it (Linux only)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return bool(prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+
+
+def _watch_parent(supervisor: int, signalled: bool) -> None:
+    while os.getppid() == supervisor:
+        time.sleep(WATCH_S)
+    log.warning("the supervisor is gone: this worker stops", extra={
+        "supervisor": supervisor, "exit_within_s": ORPHAN_EXIT_S})
+    if not signalled:  # else the kernel has sent it
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_EXIT_S)
+    os._exit(EXIT_ORPHANED)
+
+
 @contextmanager
 def metrics_dir(data_dir: str, workers: int) -> Iterator[None]:
     """Several workers: prometheus-client's multiprocess mode, its files in
     `<data-dir>/metrics/<this pid>` (one per serve: serves sharing a data dir never
-    mix), made empty, removed at exit; those of serves that are gone are removed."""
+    mix), made empty, removed at exit; those no process uses any more are removed
+    (`LOCK`: the serve and its workers hold it shared while they live)."""
     os.environ.pop(ENV_METRICS, None)
     if workers <= 1:
         yield
         return
     root = Path(data_dir) / "metrics"
-    for old in root.glob("*"):
-        if old.name.isdigit() and not _alive(int(old.name)):
-            shutil.rmtree(old, ignore_errors=True)
-    mine = root / str(os.getpid())
-    shutil.rmtree(mine, ignore_errors=True)
-    mine.mkdir(parents=True, mode=0o700)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(root):  # no other serve makes or removes a dir meanwhile
+        for old in root.iterdir():
+            if old.is_dir() and _unused(old):
+                shutil.rmtree(old, ignore_errors=True)
+        mine = root / str(os.getpid())
+        if mine.exists():  # in use by the workers of a serve that had this pid
+            mine = root / f"{os.getpid()}.{time.time_ns()}"
+        mine.mkdir(mode=0o700)
+        (mine / LOCK).touch(mode=0o600)
+        hold_metrics_dir(mine)
     os.environ[ENV_METRICS] = str(mine.resolve())
     try:
         yield
     finally:
         os.environ.pop(ENV_METRICS, None)
-        shutil.rmtree(mine, ignore_errors=True)
+        with _locked(root):
+            release_metrics_dirs()
+            if _unused(mine):  # a worker still ending keeps it (the next serve removes it)
+                shutil.rmtree(mine, ignore_errors=True)
+
+
+def hold_metrics_dir(path: Path | None = None) -> None:
+    """A shared lock on the metrics dir `path` (default: `ENV_METRICS`'s), held until
+    this process ends."""
+    if path is None:
+        named = os.environ.get(ENV_METRICS)
+        if not named:
+            return
+        path = Path(named)
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        log.warning("metrics dir without its lock file", extra={"path": str(path)})
+        return
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _held.append(fd)
+
+
+def release_metrics_dirs() -> None:
+    while _held:
+        os.close(_held.pop())
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _unused(path: Path) -> bool:
+    """No process holds the dir's `LOCK`; a dir without one (a serve before locks, or a
+    stray one): when the pid it is named for is gone."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        pid = path.name.split(".")[0]
+        return pid.isdigit() and not _alive(int(pid))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _alive(pid: int) -> bool:

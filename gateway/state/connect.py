@@ -40,8 +40,8 @@ from gateway.state.pools import (
 )
 from gateway.state.repeat import Client, repeatable
 
-__all__ = ["POOL_SIZE", "POOL_WAIT_S", "AnyRedis", "Client", "Connection", "UnixConnection",
-           "connect", "repeatable"]
+__all__ = ["POOL_SIZE", "POOL_WAIT_S", "AnyRedis", "Client", "Connection", "RedisCluster",
+           "UnixConnection", "connect", "repeatable"]
 
 CLUSTER_SCHEME = "redis+cluster://"
 POOL_SIZE = 64

@@ -13,6 +13,7 @@ Files, in the data dir's `journal/`:
     <owner>.<n>.journal    its segments: length-prefixed msgpack frames
 
     foreign/<owner>.<n>.journal  entries written for another Redis (below)
+    conflicts/<owner>.<n>.journal  entries whose order id holds another order
 
 Appends go to the newest segment; a replay closes it and starts another, so
 nothing appended while a replay awaits Redis is lost. Each entry names the data
@@ -51,6 +52,9 @@ class JournalEntry(msgspec.Struct, array_like=True):
     release: Decimal | None = None  # give this back to the client's balance (settled once)
     note: str = ""
     store: str = ""  # the Redis data set it belongs to ("": written before stores had ids)
+    # what the order's reservation took (a prepaid client's placed or unknown order):
+    # charged again on replay if a failover lost the reservation (once per order)
+    charge: Decimal | None = None
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -139,10 +143,12 @@ class Journal:
         self._close_segment()
         return list(self._closed)
 
-    def set_aside(self, path: Path, entries: list[JournalEntry]) -> Path:
-        """Keep entries that belong to another Redis in `foreign/` (fsync'd), named
-        after the segment they came from."""
-        foreign = self.directory / "foreign"
+    def set_aside(self, path: Path, entries: list[JournalEntry],
+                  kind: str = "foreign") -> Path:
+        """Keep entries that must not be replayed (fsync'd), named after the segment
+        they came from: `foreign/` (another Redis's), `conflicts/` (their order id
+        holds another order)."""
+        foreign = self.directory / kind
         foreign.mkdir(exist_ok=True, mode=0o700)
         target = foreign / path.name
         with open(target, "ab") as f:

@@ -80,6 +80,13 @@ def client_settled(name: str) -> str:
     return f"{PREFIX}{{c:{name}}}:settled"
 
 
+def client_charged(name: str) -> str:
+    """Hash order id -> the units its reservation took, set once by the reservation:
+    a journal replay after a lossy failover charges an order whose reservation was
+    lost, and never one whose reservation stands (`gateway.state.ledger.charge_once`)."""
+    return f"{PREFIX}{{c:{name}}}:charged"
+
+
 def client_pending(name: str) -> str:
     """Hash order id -> reservation time (ms): reserved, the order's record not yet
     settled. Written by the reservation itself, so a crash right after it leaves a

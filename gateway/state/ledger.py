@@ -56,6 +56,7 @@ class Ledger:
         self._clock = clock
         self._reserve = redis.register_script(scripts.RESERVE)
         self._credit = redis.register_script(scripts.CREDIT)
+        self._charge_once = redis.register_script(scripts.CHARGE_ONCE)
 
     async def reserve(self, client: str, amount: Decimal, order_id: int) -> bool:
         """Take `amount` for an order before it is sent; False if the balance is short."""
@@ -63,9 +64,19 @@ class Ledger:
         units = to_units(amount)
         ok, _ = await self._reserve(
             keys=[keys.client_balance(client), keys.client_ledger(client),
-                  keys.client_pending(client)],
+                  keys.client_pending(client), keys.client_charged(client)],
             args=[units, order_id, f"{now:.3f}", "", f"{int(now * 1000)}:{units}"])
         return bool(ok)
+
+    async def charge_once(self, client: str, amount: Decimal, order_id: int,
+                          note: str) -> bool:
+        """Charge an order whose reservation was lost (a failover to a replica that
+        missed it); nothing when its reservation stands. True if charged now."""
+        charged = await self._charge_once(
+            keys=[keys.client_balance(client), keys.client_ledger(client),
+                  keys.client_charged(client)],
+            args=[to_units(amount), order_id, f"{self._clock.time():.3f}", note])
+        return bool(charged)
 
     async def credit(self, client: str, amount: Decimal, kind: str, order_id: int | None = None,
                      note: str = "", settle: bool = False) -> bool:

@@ -1,20 +1,11 @@
-"""Order and refill records, and the counters that hand out their ids.
+"""Order and refill records (their ids come from `gateway.state.ids`).
 
 Records are msgpack structs in bucket hashes (`keys.order_bucket`); every call
-that touches several records is one pipelined round trip. Ids come from shared
-counters (INCRBY), so they are unique across replicas.
-
-No id twice after a rollback: a failover to a replica that missed the last writes,
-or a Redis restarted from an older file, can put a counter below ids already handed
-out. This process remembers the highest id of each sequence it handed out; when a
-counter answers below it, or the server's replication id changed (`moved()`, from
-`gateway.state.durability`), the counter is raised ROLLBACK_GAP past it before more
-ids are taken (the gap also clears what other replicas handed out meanwhile).
+that touches several records is one pipelined round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import defaultdict
@@ -24,16 +15,16 @@ from typing import TypeVar
 import msgspec
 
 from gateway.models import OrderRecord, RefillRecord
-from gateway.state import keys, scripts
+from gateway.state import keys
 from gateway.state.connect import AnyRedis, maps_redis_errors, text
 from gateway.state.durability import WRITTEN, Barrier, Durability
+from gateway.state.ids import ID_BLOCK, ROLLBACK_GAP, Ids
 from gateway.state.stats import Expiries, Tally, add_tally
 
 R = TypeVar("R")
 log = logging.getLogger("gateway.orders")
+__all__ = ["ID_BLOCK", "ROLLBACK_GAP", "Orders"]
 
-ID_BLOCK = 16  # order ids a process takes from the counter at once
-ROLLBACK_GAP = 10_000  # how far past its highest id a counter found behind is raised
 
 _enc = msgspec.msgpack.Encoder()
 _order_dec = msgspec.msgpack.Decoder(OrderRecord)
@@ -52,12 +43,8 @@ class Orders:
     def __init__(self, redis: AnyRedis, durability: Durability | None = None) -> None:
         self.redis = redis
         self._durability = durability
-        self._floor = redis.register_script(scripts.FLOOR)
-        self._ids: list[int] = []
-        self._id_lock = asyncio.Lock()
+        self.ids = Ids(redis)  # the id counters (`gateway.state.ids`)
         self._expiries = Expiries()
-        self._highest = {keys.ORDER_SEQ: 0, keys.REFILL_SEQ: 0}  # handed out by this process
-        self._behind = False  # the server changed: raise the counters before the next take
         self.store = ""  # this Redis's identity (`identity()`), once known
 
     @property
@@ -73,40 +60,9 @@ class Orders:
         self.store = text(await self.redis.get(keys.STORE_ID) or b"")
         return self.store
 
-    def moved(self) -> None:
-        """Another server answers at the address (its replication id changed): the
-        rest of the id block is dropped and the counters raised before the next take."""
-        self._ids.clear()
-        self._behind = True
-
-    async def _take(self, seq: str, count: int) -> int:
-        """`count` ids from the counter `seq`: the last of them, above every id this
-        process handed out before."""
-        if self._behind:
-            await self._raise_past_highest()
-        last = int(await self.redis.incrby(seq, count))
-        if last - count < self._highest[seq]:
-            log.error("redis: an id counter went back (lost writes): raised past it",
-                      extra={"counter": seq, "counter_at": last - count,
-                             "handed_out": self._highest[seq]})
-            await self._floor(keys=[seq], args=[self._highest[seq] + ROLLBACK_GAP])
-            last = int(await self.redis.incrby(seq, count))
-        self._highest[seq] = max(self._highest[seq], last)
-        return last
-
-    async def _raise_past_highest(self) -> None:
-        for seq, highest in self._highest.items():
-            if highest:
-                await self._floor(keys=[seq], args=[highest + ROLLBACK_GAP])
-        self._behind = False
-
-    async def raise_floor(self, order_id: int) -> None:
-        """An order id known to be handed out (a journal entry): never again."""
-        await self._floor(keys=[keys.ORDER_SEQ], args=[order_id])
-
     async def set_sequence_floors(self, order_start: int, refill_start: int) -> None:
-        await self._floor(keys=[keys.ORDER_SEQ], args=[order_start - 1])
-        await self._floor(keys=[keys.REFILL_SEQ], args=[refill_start - 1])
+        await self.ids.floor(keys.ORDER_SEQ, order_start - 1)
+        await self.ids.floor(keys.REFILL_SEQ, refill_start - 1)
 
     # --- orders --------------------------------------------------------------
 
@@ -116,11 +72,7 @@ class Orders:
         Ids stay unique across replicas and never go backwards in one process; a
         restart leaves the rest of its block unused.
         """
-        async with self._id_lock:
-            if not self._ids:
-                last = await self._take(keys.ORDER_SEQ, ID_BLOCK)
-                self._ids = list(range(last, last - ID_BLOCK, -1))
-            return self._ids.pop()
+        return await self.ids.next_order_id()
 
     async def create_order(self, order_id: int, record: OrderRecord) -> bool:
         """Write the first record of an order, unless one exists (False): an id is
@@ -214,10 +166,7 @@ class Orders:
         await pipe.execute()
 
     async def new_refill_ids(self, count: int) -> list[int]:
-        if count == 0:
-            return []
-        last = await self._take(keys.REFILL_SEQ, count)
-        return list(range(last - count + 1, last + 1))
+        return await self.ids.take(keys.REFILL_SEQ, count)
 
     async def get_refills(self, ids: Iterable[int]) -> dict[int, RefillRecord]:
         return await self._get_records(ids, keys.refill_bucket, _refill_dec)

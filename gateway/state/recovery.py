@@ -28,6 +28,7 @@ from pathlib import Path
 
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import StoreUnavailable
+from gateway.models import OrderRecord
 from gateway.state import keys
 from gateway.state.clients import Directory
 from gateway.state.journal import Journal, JournalEntry, read_segment
@@ -44,6 +45,20 @@ RECOVER_S = 5.0  # how often the journal is looked at (cheap: a directory listin
 RECOVER_WAITING_S = 0.5  # ... while this process has entries waiting for Redis
 RECONCILE_S = 60.0
 _LOCK_MS = 60_000
+
+
+class Conflict(Exception):
+    """A journal entry whose order id holds another order in Redis."""
+
+    def __init__(self, entry: JournalEntry) -> None:
+        super().__init__(f"order {entry.order}")
+        self.entry = entry
+
+
+def same_order(a: OrderRecord, b: OrderRecord) -> bool:
+    """Two records of one order (at different states)."""
+    return (a.client, a.service, a.link, a.created, a.quantity) == \
+        (b.client, b.service, b.link, b.created, b.quantity)
 
 
 class Recovery:
@@ -122,13 +137,31 @@ class Recovery:
             log.error("journal: entries of another Redis kept aside, not replayed here",
                       extra={"entries": len(entries) - len(ours), "file": str(kept),
                              "store": store[0]})
+        conflicts = []
         for entry in ours:
-            await self._apply(entry)
-        return len(ours)
+            try:
+                await self._apply(entry)
+            except Conflict:
+                conflicts.append(entry)
+        if conflicts:
+            self.journal.set_aside(path, conflicts, "conflicts")
+        return len(ours) - len(conflicts)
 
     async def _apply(self, e: JournalEntry) -> None:
-        await self._orders.raise_floor(e.order)
+        await self._orders.ids.floor(keys.ORDER_SEQ, e.order)
         standing = (await self._orders.get_orders([e.order])).get(e.order)
+        if standing is not None and not same_order(standing, e.record):
+            # the id was handed out again (a counter a failover put back): never write
+            # one order over another; the entry stays for the operator
+            log.critical("journal: the order id holds another order; entry kept aside",
+                         extra={"order": e.order, "journal_link": e.record.link,
+                                "redis_link": standing.link})
+            raise Conflict(e)
+        if e.charge is not None and e.record.ledger:
+            if await self._ledger.charge_once(e.record.client, e.charge, e.order,
+                                              "its reservation was lost (journal replay)"):
+                log.warning("journal: a lost reservation charged again", extra={
+                    "order": e.order, "client": e.record.client, "amount": str(e.charge)})
         if standing is None or standing.state in ("dispatching", e.record.state):
             if not await self._orders.put_order(e.order, e.record, settles=True,
                                                 durable=True):

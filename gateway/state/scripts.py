@@ -117,9 +117,10 @@ return {1, 0, 'closed'}
 
 # --- money ----------------------------------------------------------------------
 
-# KEYS: balance, ledger, pending. ARGV: units, order, time, note, pending value.
-# The charge, its ledger entry and the order's pending mark, at once: a crash right
-# after leaves a mark the reconciler finds (no money without a trace).
+# KEYS: balance, ledger, pending, charged. ARGV: units, order, time, note, pending
+# value. The charge, its ledger entry, the order's pending mark and its charged mark,
+# at once: a crash right after leaves a mark the reconciler finds (no money without
+# a trace), and a journal replay knows the order was charged (CHARGE_ONCE).
 RESERVE = """
 local bal = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
@@ -128,7 +129,21 @@ local after = redis.call('DECRBY', KEYS[1], amount)
 redis.call('XADD', KEYS[2], '*', 'type', 'charge', 'amount', string.format('%d', -amount),
   'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
 return {1, string.format('%d', after)}
+"""
+
+# KEYS: balance, ledger, charged. ARGV: units, order, time, note. The charge of an
+# order whose reservation a failover lost (its journal entry says what it was), once:
+# nothing when the order's charged mark stands. The balance may go below zero: the
+# order was placed and answered. 1 = charged now.
+CHARGE_ONCE = """
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[1]) == 0 then return 0 end
+local amount = tonumber(ARGV[1])
+local after = redis.call('DECRBY', KEYS[1], amount)
+redis.call('XADD', KEYS[2], '*', 'type', 'charge', 'amount', string.format('%d', -amount),
+  'balance', string.format('%d', after), 'order', ARGV[2], 't', ARGV[3], 'note', ARGV[4])
+return 1
 """
 
 # KEYS: balance, ledger, settled, pending. ARGV: units (signed), order, time, type,
@@ -333,4 +348,5 @@ REPEATABLE: tuple[tuple[str, Callable[[tuple[object, ...]], bool]], ...] = (
     (MIRROR_ID, lambda argv: True),
     (RELEASE, lambda argv: True),
     (CREDIT, _settles),
+    (CHARGE_ONCE, lambda argv: True),
 )

@@ -94,7 +94,7 @@ async def test_another_server_at_the_address_moves_the_counters_past_this_proces
     orders = Orders(connect(redis_url))
     try:
         handed = await orders.next_order_id()
-        orders.moved()
+        orders.ids.moved()
         nxt = await orders.next_order_id()
         assert nxt > handed + ROLLBACK_GAP
     finally:

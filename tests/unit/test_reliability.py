@@ -193,6 +193,56 @@ async def test_a_journal_is_replayed_only_into_the_redis_it_belongs_to(
         assert await s.r.orders.get_orders([424242]) == {}
 
 
+async def test_a_replay_charges_a_reservation_a_failover_lost_and_only_that(
+        server: Server, tmp_path: Path, providers: dict[str, FakeProvider],
+        clock: ManualClock) -> None:
+    """A prepaid order answered while its writes were not durable: after a failover
+    that lost its reservation too, the replay charges it, once; an order whose
+    reservation stands is not charged again."""
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        await topup(s, "10")
+        kept, rec = await s.add(BOB, **ADD)  # reserved, placed: its charge stands
+        store = s.r.orders.store
+    lost = OrderRecord(**{**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                          "link": "https://t.co/lost", "upstream_id": "91"})
+    dead = Journal(tmp_path / "journal")
+    dead.open()
+    dead.append(JournalEntry(kept + 100, lost, store=store, charge=rec.charge))
+    dead.append(JournalEntry(kept, rec, store=store, charge=rec.charge))
+    dead.own_segments()
+    dead.close()
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        assert (await s.r.orders.get_orders([kept + 100]))[kept + 100].upstream_id == "91"
+        charges = [e for e in await s.r.ledger.history("bob") if e.type == "charge"]
+        assert sorted(int(e.order) for e in charges) == [kept, kept + 100]
+        assert await s.r.ledger.balance("bob") == Decimal("10") - 2 * rec.charge
+        ok, lines = await keys_check(s.r.redis, "bob")
+        assert ok, lines
+
+
+async def test_a_replay_never_writes_over_another_order_with_its_id(
+        server: Server, tmp_path: Path, providers: dict[str, FakeProvider],
+        clock: ManualClock) -> None:
+    """The id of a journaled order was handed out again (a counter a failover put
+    back, before anything noticed): the replay keeps the order that stands, and
+    the entry aside in journal/conflicts/."""
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        oid, rec = await s.add(**ADD)
+        store = s.r.orders.store
+    other = OrderRecord(**{**{f: getattr(rec, f) for f in rec.__struct_fields__},
+                           "link": "https://t.co/other", "upstream_id": "55"})
+    dead = Journal(tmp_path / "journal")
+    dead.open()
+    dead.append(JournalEntry(oid, other, store=store))
+    dead.own_segments()
+    dead.close()
+    async with gateway(server.url, tmp_path, providers, clock) as s:
+        standing = (await s.r.orders.get_orders([oid]))[oid]
+        assert (standing.link, standing.upstream_id) == (rec.link, rec.upstream_id)
+        [aside] = (tmp_path / "journal" / "conflicts").glob("*.journal")
+        assert [e.record.link for e in read_segment(aside)] == ["https://t.co/other"]
+
+
 def test_a_torn_frame_at_the_end_is_skipped(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.open()
