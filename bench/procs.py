@@ -194,15 +194,18 @@ class Sim(Server):
         super().stop()
 
 
-def gateway_config(sims: Mapping[str, Sim], status_cache_s: float | None) -> dict[str, Any]:
+def gateway_config(sims: Mapping[str, Sim], status_cache_s: float | None,
+                   durability: str | None = None) -> dict[str, Any]:
     """One client key, one provider per simulator, services on simulator service 1.
 
     `status_cache_s` is written only when the gateway build has the setting
-    (None leaves it out: an unknown key is a config error).
+    (None leaves it out: an unknown key is a config error); so is `durability`.
     """
     gateway: dict[str, Any] = {"log_level": "INFO"}
     if status_cache_s is not None:
         gateway["status_cache_s"] = status_cache_s
+    if durability is not None:
+        gateway["durability"] = durability
     services: list[dict[str, Any]] = [
         {"id": MAIN_SERVICE, "name": "Followers", "category": "Bench",
          "upstreams": [{"provider": PROVIDERS[0], "service": 1}]}]
@@ -362,7 +365,7 @@ class Stack(contextlib.ExitStack):
                 failed[s.name] = str(exc)
         return failed
 
-    def redis(self, name: str, db: int) -> str:
+    def redis(self, name: str, db: int, fsync: str = "always") -> str:
         """A Redis URL on an empty database: REDIS_URL's database `db`, or a fresh
         embedded redis-server of its own."""
         external = os.environ.get("REDIS_URL")
@@ -374,7 +377,7 @@ class Stack(contextlib.ExitStack):
             finally:
                 client.close()
             return url
-        server = EmbeddedRedis(self.log_dir / name)
+        server = EmbeddedRedis(self.log_dir / name, fsync=fsync)
         url = server.start()
         self.callback(server.stop)
         return url
