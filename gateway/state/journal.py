@@ -20,9 +20,11 @@ nothing appended while a replay awaits Redis is lost. Each entry names the data
 set it belongs to (`Orders.identity()`, kept in Redis, so a promoted replica is
 the same store): an entry is replayed only into that store. Entries of another
 store (the process was pointed at another Redis with the same data dir) are moved
-to `foreign/` and reported, never written into the wrong Redis. A lock file nobody holds
-belonged to a process that is gone: whoever takes it replays its segments. A
-frame torn by a crash mid-write is ignored (its request was never answered).
+to `foreign/` and reported, never written into the wrong Redis; a segment moved
+back into `journal/` by hand is replayed like one of a process that is gone. A
+lock file nobody holds belonged to a process that is gone: whoever takes it
+replays its segments. A frame torn by a crash mid-write is ignored (its request
+was never answered).
 """
 
 from __future__ import annotations
@@ -175,13 +177,16 @@ class Journal:
         Call `release_orphan` with the lock when its segments are replayed."""
         if not self.directory.is_dir():
             return
-        for lock_path in sorted(self.directory.glob("*.lock")):
-            owner = lock_path.name[:-len(".lock")]
+        owners = {p.name[:-len(".lock")] for p in self.directory.glob("*.lock")}
+        # a segment with no lock file at all: put back by hand (from foreign/)
+        owners |= {p.name.split(".")[0] for p in self.directory.glob("*.journal")}
+        for owner in sorted(owners):
             if owner == self.owner:
                 continue
+            lock_path = self.directory / f"{owner}.lock"
             try:
-                handle = open(lock_path, "rb")
-            except FileNotFoundError:
+                handle = open(lock_path, "ab+")
+            except OSError:
                 continue
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

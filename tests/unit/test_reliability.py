@@ -191,6 +191,10 @@ async def test_a_journal_is_replayed_only_into_the_redis_it_belongs_to(
         assert [e.order for e in read_segment(aside)] == [424242]
     async with gateway(server.url, tmp_path, providers, clock) as s:  # its own: kept aside
         assert await s.r.orders.get_orders([424242]) == {}
+    aside.rename(tmp_path / "journal" / aside.name)  # the operator puts it back by hand
+    async with gateway(server.url, tmp_path, providers, clock) as s:  # ... and it replays
+        assert (await s.r.orders.get_orders([424242]))[424242].upstream_id == "77"
+        assert s.r.recovery.journal.foreign() == []
 
 
 async def test_a_replay_charges_a_reservation_a_failover_lost_and_only_that(
