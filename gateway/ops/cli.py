@@ -120,24 +120,33 @@ def _exit_on_sigterm() -> None:
 def serve(config: str, host: str, port: int, workers: int, data_dir: str,
           argv: Sequence[str] = (), server: str | None = None) -> None:
     """`server`: "uvicorn" or "granian" (`serve --server`); None: the config's
-    `gateway.server` (`gateway.ops.servers`)."""
+    `gateway.server` (`gateway.ops.servers`). The address is taken first: one that
+    cannot be had is one line on stderr and exit 2, before anything starts."""
     from gateway.edge.memory import system_allocator
-    from gateway.ops.servers import run
+    from gateway.ops.servers import CannotListen, listen, run
     from gateway.ops.workers import metrics_dir
 
     settings = _load(config)
     system_allocator(argv)
     _exit_on_sigterm()
-    with redis_url(data_dir) as url:
-        os.environ[ENV_CONFIG] = str(Path(config).resolve())
-        os.environ[ENV_REDIS] = url
-        os.environ[ENV_DATA] = str(Path(data_dir).resolve())
+    try:
+        sock = listen(host, port)
+    except CannotListen as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+    def announce() -> None:
         print(f"smm-gateway listening on http://{host}:{port}/api/v2 "
               f"({len(settings.providers)} providers, {len(settings.services)} services)",
               flush=True)
+
+    with sock, redis_url(data_dir) as url:
+        os.environ[ENV_CONFIG] = str(Path(config).resolve())
+        os.environ[ENV_REDIS] = url
+        os.environ[ENV_DATA] = str(Path(data_dir).resolve())
         with metrics_dir(data_dir, workers):
-            run(server or settings.gateway.server, settings, host, port, workers,
-                os.environ[ENV_CONFIG])
+            run(server or settings.gateway.server, settings, sock, workers,
+                os.environ[ENV_CONFIG], announce)
 
 
 def check_config(path: str) -> int:

@@ -29,14 +29,25 @@ differs from uvicorn:
   app is wrapped (`Tracked`) to cancel those left after `GRACE_S`, as uvicorn does.
 - Backlog `BACKLOG`, as uvicorn's; at most `BACKLOG / workers` requests at once per
   worker (granian's backpressure; `gateway.max_in_flight` still applies below it).
+- granian binds the port itself (each worker its own socket, on Linux): `listen()`
+  checks the address first and lets it go just before granian takes it.
+
+The address: `listen()` binds it before anything else starts (the embedded Redis,
+the workers); an address it cannot take is `CannotListen`, one line naming it and
+the option to change. A port in use is tried again for `BIND_WAIT_S`: the workers
+of a serve killed a moment ago hold it for up to a second
+(`gateway.ops.workers.end_with`). `serve` announces itself once the socket
+listens (granian: once it has bound the port).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from multiprocessing.connection import wait
@@ -57,6 +68,7 @@ APP = "gateway.ops.cli:app_factory"
 GRACE_S = 10.0  # SIGTERM: requests in flight get this long, then are cancelled
 KILL_S = 10.0  # granian workers: after the grace, this long to exit, then killed
 BACKLOG = 2048  # uvicorn's default
+BIND_WAIT_S = 3.0  # a port in use: tried again this long (a killed serve's workers end)
 CANCEL = signal.SIGUSR2  # to a granian worker: cancel the requests still in flight
 # granian's own lines go to the root logger: JSON on stderr, as the gateway's
 GRANIAN_LOGGING: dict[str, Any] = {"handlers": {}, "loggers": {
@@ -69,41 +81,97 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def run(server: str, settings: Settings, host: str, port: int, workers: int,
-        config_path: str) -> None:
-    """Serve until SIGTERM/SIGINT; `config_path`: the file a SIGHUP reloads."""
+class CannotListen(Exception):
+    """`serve` cannot listen on its address; the message names it and what to change."""
+
+
+def listen(host: str, port: int, wait_s: float = BIND_WAIT_S) -> socket.socket:
+    """A socket listening on `host:port`, bound as uvicorn binds (SO_REUSEADDR); a port
+    in use is tried again for `wait_s`. `CannotListen` when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise CannotListen(_why(host, port, exc)) from exc
+        sock.set_inheritable(True)
+        return sock
+
+
+def _why(host: str, port: int, exc: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"serve: {where} is already in use by another process: stop it, or choose "
+                f"another port with --port")
+    if exc.errno == errno.EACCES:
+        return (f"serve: cannot listen on {where}: permission denied (ports below 1024 "
+                f"need privileges): choose another port with --port")
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (f"serve: cannot listen on {where}: {exc.strerror or exc}: choose another "
+                f"address with --host")
+    return f"serve: cannot listen on {where}: {exc.strerror or exc}"
+
+
+def run(server: str, settings: Settings, sock: socket.socket, workers: int,
+        config_path: str, announce: Callable[[], None]) -> None:
+    """Serve on `sock` (from `listen`) until SIGTERM/SIGINT; `config_path`: the file a
+    SIGHUP reloads; `announce()` once the server listens."""
     if workers > 1:
         os.environ[ENV_SUPERVISOR] = str(os.getpid())  # a reload over HTTP asks it
         from gateway.ops import logs
 
         logs.setup(settings.gateway.log_level)
     if server == "granian":
-        run_granian(settings, host, port, workers, config_path)
+        host, port = sock.getsockname()[:2]
+        sock.close()  # granian binds the address itself
+        run_granian(settings, host, port, workers, config_path, announce)
     else:
-        run_uvicorn(host, port, workers, config_path)
+        run_uvicorn(sock, workers, config_path, announce)
 
 
 # --- uvicorn -----------------------------------------------------------------------
 
+WORKER_APP = "gateway.ops.workers:worker_factory"  # APP, in a worker that ends with us
+
+
 def uvicorn_options(host: str, port: int) -> dict[str, Any]:
+    """`host` and `port` name the socket in uvicorn's lines; it is bound by `listen`."""
     from gateway.edge.timeouts import TimedHttpToolsProtocol
 
     return dict(factory=True, host=host, port=port, loop="uvloop", http=TimedHttpToolsProtocol,
-                lifespan="on", access_log=False, log_config=None, proxy_headers=False,
-                server_header=False, timeout_graceful_shutdown=int(GRACE_S))
+                backlog=BACKLOG, lifespan="on", access_log=False, log_config=None,
+                proxy_headers=False, server_header=False,
+                timeout_graceful_shutdown=int(GRACE_S))
 
 
-def run_uvicorn(host: str, port: int, workers: int, config_path: str) -> None:
+def run_uvicorn(sock: socket.socket, workers: int, config_path: str,
+                announce: Callable[[], None]) -> None:
     import uvicorn
 
     from gateway.ops.workers import Supervisor
 
-    options = uvicorn_options(host, port)
+    options = uvicorn_options(*sock.getsockname()[:2])
+    announce()  # the socket listens: connections wait in its backlog until the app is up
     if workers <= 1:
-        uvicorn.run(APP, **options)
+        server = uvicorn.Server(uvicorn.Config(APP, **options))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            raise SystemExit(3)  # uvicorn's exit when the app does not start
         return
     # SIGHUP: a live reload of every worker, not uvicorn's rolling restart
-    Supervisor(uvicorn.Config(APP, workers=workers, **options), config_path).run()
+    config = uvicorn.Config(WORKER_APP, workers=workers, **options)
+    Supervisor(config, config_path, sock).run()
 
 
 # --- granian -----------------------------------------------------------------------
@@ -118,14 +186,17 @@ def granian_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
 
 
 def run_granian(settings: Settings, host: str, port: int, workers: int,
-                config_path: str) -> None:
+                config_path: str, announce: Callable[[], None]) -> None:
     from gateway.ops import logs
+    from gateway.ops.workers import end_forks_with_me
 
     if workers > 1:
         supervisor = GranianSupervisor(APP, workers=workers, loop=Loops.uvloop,
                                        respawn_failed_workers=True,
                                        **granian_options(settings, host, port))
         supervisor.config_path = config_path
+        supervisor.on_startup(announce)  # called once its socket is bound
+        end_forks_with_me()  # granian forks its workers
         logs.setup(settings.gateway.log_level)  # granian set up logging again
         supervisor.serve(target_loader=worker_app, wrap_loader=False)
         return
@@ -134,6 +205,7 @@ def run_granian(settings: Settings, host: str, port: int, workers: int,
 
     tracked = Tracked()
     server = Server(tracked.build, factory=True, **granian_options(settings, host, port))
+    server.on_startup(announce)  # called once its socket is bound
     logs.setup(settings.gateway.log_level)  # granian set up logging again
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     failed = False
@@ -221,7 +293,10 @@ class Tracked:
 
 def worker_app() -> Tracked:
     """The app of one `GranianSupervisor` worker (a forked process)."""
+    from gateway.ops.workers import in_worker
+
     signal.signal(CANCEL, signal.SIG_IGN)  # until the app listens for it
+    in_worker()
     tracked = Tracked()
     tracked.on_signal = True
     return tracked.build()

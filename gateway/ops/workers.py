@@ -10,12 +10,14 @@ swaps it in without dropping a request, keeping its pid. The rest (SIGTERM,
 SIGINT, SIGTTIN/SIGTTOU, a dead worker replaced) is uvicorn's.
 
 A worker ends with its supervisor, whatever ended the supervisor (`kill -9`
-too): `in_worker()` asks the kernel for a SIGTERM when its parent dies (Linux's
-`PR_SET_PDEATHSIG`) and watches its parent pid as well (everywhere: the parent
-pid changes when the parent dies). Once the supervisor is gone the worker shuts
-down gracefully (the SIGTERM) and is ended `ORPHAN_EXIT_S` later if it has not
-finished by then: about half a second after the supervisor died, the port is
-free for a new `serve`.
+too). On Linux the kernel kills it when its parent dies (`PR_SET_PDEATHSIG` with
+SIGKILL, asked right after the fork for granian's forked workers, and first thing
+in uvicorn's spawned ones): a SIGTERM would not do, a worker can be inside
+granian's startup holding the GIL, where no Python signal handler or thread runs.
+Its requests in flight are cut as a `kill -9` of the whole serve would cut them.
+Elsewhere a thread watches the parent pid (it changes when the parent dies): the
+worker shuts down gracefully (SIGTERM) and exits `ORPHAN_EXIT_S` later whatever it
+is doing.
 
 The metrics dir of a serve (`metrics_dir`) holds a lock file; the serve and each
 of its workers hold a shared lock on it for as long as they live. A dir is
@@ -50,11 +52,12 @@ log = logging.getLogger("gateway.reload")
 
 ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client in each worker
 LOCK = ".lock"  # in `<data-dir>/metrics` (creating, removing) and in each serve's dir (in use)
-ORPHAN_EXIT_S = 0.5  # a worker whose supervisor died: its graceful shutdown gets this long
-WATCH_S = 0.1  # how often a worker looks at its parent pid
+ORPHAN_EXIT_S = 0.5  # without prctl: an orphaned worker's graceful shutdown gets this long
+WATCH_S = 0.1  # without prctl: how often a worker looks at its parent pid
 EXIT_ORPHANED = 1
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _held: list[int] = []  # this process's shared locks on metrics dirs (fds kept open)
+_prctl: Any = None  # libc's prctl, once looked up
 
 
 class Supervisor(Multiprocess):
@@ -127,42 +130,52 @@ def in_worker() -> None:
     dir it writes to, so that no new serve removes it while it lives."""
     from gateway.edge.reload import ENV_SUPERVISOR
 
-    hold_metrics_dir()
     supervisor = os.environ.get(ENV_SUPERVISOR, "")
     if supervisor.isdigit():
         end_with(int(supervisor))
+    hold_metrics_dir()
 
 
-def end_with(supervisor: int) -> None:
-    """This process ends with its parent `supervisor`: a SIGTERM from the kernel when it
-    dies (Linux), a thread watching the parent pid (everywhere), and `ORPHAN_EXIT_S`
-    after either, an exit whatever the graceful shutdown is doing."""
-    signalled = _ask_parent_death_signal(signal.SIGTERM)
-    watcher = threading.Thread(target=_watch_parent, args=(supervisor, signalled),
-                               name="supervisor-watch", daemon=True)
-    watcher.start()  # a supervisor that died before this asked: seen at once
+def end_forks_with_me() -> None:
+    """Every process forked from this one from now on (granian's workers) ends with it,
+    from the first instruction after the fork."""
+    me = os.getpid()
+    os.register_at_fork(after_in_child=lambda: end_with(me, watch=False))
 
 
-def _ask_parent_death_signal(signum: int) -> bool:
+def end_with(supervisor: int, watch: bool = True) -> None:
+    """This process ends with its parent `supervisor`: killed by the kernel when it
+    dies (Linux); elsewhere (`watch`) a thread watches the parent pid."""
+    if _parent_death_signal(signal.SIGKILL):
+        if os.getppid() != supervisor:  # it died before this process could ask
+            os._exit(EXIT_ORPHANED)
+        return
+    if watch:
+        threading.Thread(target=_watch_parent, args=(supervisor,), name="supervisor-watch",
+                         daemon=True).start()
+
+
+def _parent_death_signal(signum: int) -> bool:
     """`prctl(PR_SET_PDEATHSIG, signum)`: whether the kernel will send it (Linux only)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return bool(prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
+    global _prctl
+    if _prctl is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _prctl = libc.prctl
+        except (OSError, AttributeError):
+            return False
+        _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong]
+        _prctl.restype = ctypes.c_int
+    return bool(_prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0)
 
 
-def _watch_parent(supervisor: int, signalled: bool) -> None:
+def _watch_parent(supervisor: int) -> None:
     while os.getppid() == supervisor:
         time.sleep(WATCH_S)
     log.warning("the supervisor is gone: this worker stops", extra={
         "supervisor": supervisor, "exit_within_s": ORPHAN_EXIT_S})
-    if not signalled:  # else the kernel has sent it
-        os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(ORPHAN_EXIT_S)
     os._exit(EXIT_ORPHANED)
 

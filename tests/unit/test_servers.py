@@ -93,8 +93,9 @@ def test_run_picks_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(servers, "run_granian", lambda *a: ran.append("granian"))
     monkeypatch.setattr(servers, "run_uvicorn", lambda *a: ran.append("uvicorn"))
     settings = make_settings()
-    servers.run("granian", settings, "127.0.0.1", 8080, 1, "c.yaml")
-    servers.run("uvicorn", settings, "127.0.0.1", 8080, 1, "c.yaml")
+    for name in ("granian", "uvicorn"):
+        with servers.listen("127.0.0.1", 0) as sock:
+            servers.run(name, settings, sock, 1, "c.yaml", lambda: None)
     assert ran == ["granian", "uvicorn"]
 
 
@@ -158,6 +159,7 @@ def test_granian_exits_3_when_the_app_does_not_start(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(servers.Tracked, "build", build)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exc:
-        servers.run_granian(make_settings(), "127.0.0.1", free_port(), 1, "c.yaml")
+        servers.run_granian(make_settings(), "127.0.0.1", free_port(), 1, "c.yaml",
+                            lambda: None)
     assert exc.value.code == 3
     assert signal.getsignal(signal.SIGTERM) is before  # put back
