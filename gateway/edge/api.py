@@ -14,6 +14,12 @@ panel call. Its metrics and access-log line go out as its answer does, with the
 status actually sent; it keeps the config it started with (a reload swaps in
 another meanwhile, `gateway.edge.reload`).
 
+A serving slot (`gateway.max_in_flight`, `app.state.admission`) is taken only once
+the whole request is read and its key names a client, and only for the action: a
+client that stalls its body, or sends no valid key, holds a connection until the
+read timeouts cut it off (`gateway.edge.timeouts`) or the failed-authentication
+block refuses it, never a slot. `/readyz` says not ready while every slot is taken.
+
 Data path: edge (here) -> auth -> action (`gateway.actions`) -> router
 (`gateway.routing`) -> provider client (`gateway.upstream`) -> state
 (`gateway.state`).
@@ -80,30 +86,29 @@ async def api_v2(scope: Scope, receive: Receive, send: Send) -> None:
     generation: Generation = state.generation.enter()
     status = 0
     try:
-        async with state.admission:  # gateway.max_in_flight
-            try:
-                status, body, headers = await _serve(scope, receive, generation, call)
-            except Exception as exc:
-                call.outcome = outcome(exc)
-                message, status = reply(state, exc)
-                chosen = call.error_status
-                if state.always_200 if chosen is None else chosen == "always-200":
-                    status = 200
-                body, headers = ENCODER.encode(ErrorAnswer(message)), []
-            if status not in (204, 304):  # they have no body
-                headers.append(_CONTENT_TYPE)
-                headers.append((b"content-length", b"%d" % len(body)))
-            start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status,
-                                             "headers": headers}
-            await send(start)
-            # counted before the client has it
-            _answered(generation, call, status, time.perf_counter() - started)
-            status = -1  # the client has it
-            if scope["method"] == "HEAD":  # type: ignore[typeddict-item]  # headers only
-                body = b""
-            end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
-                                          "more_body": False}
-            await send(end)
+        try:
+            status, body, headers = await _serve(scope, receive, generation, call)
+        except Exception as exc:
+            call.outcome = outcome(exc)
+            message, status = reply(state, exc)
+            chosen = call.error_status
+            if state.always_200 if chosen is None else chosen == "always-200":
+                status = 200
+            body, headers = ENCODER.encode(ErrorAnswer(message)), []
+        if status not in (204, 304):  # they have no body
+            headers.append(_CONTENT_TYPE)
+            headers.append((b"content-length", b"%d" % len(body)))
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status,
+                                         "headers": headers}
+        await send(start)
+        # counted before the client has it
+        _answered(generation, call, status, time.perf_counter() - started)
+        status = -1  # the client has it
+        if scope["method"] == "HEAD":  # type: ignore[typeddict-item]  # headers only
+            body = b""
+        end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body,
+                                      "more_body": False}
+        await send(end)
     except BaseException as exc:
         call.outcome = call.outcome or outcome(exc)
         raise
@@ -162,8 +167,9 @@ async def _serve(scope: Scope, receive: Receive, generation: Generation, call: C
     handler = table.get(action)
     if handler is None:
         raise ClientError("Incorrect request: unknown action")
-    result = await handler(client, fields)
-    await state.outage.succeeded(r.redis)
+    async with state.admission:  # gateway.max_in_flight: taken by identified clients only
+        result = await handler(client, fields)
+        await state.outage.succeeded(r.redis)
     if isinstance(result, Encoded):  # `services`: pre-encoded, with its ETag
         answer_headers.append((b"etag", result.etag.encode()))
         if headers.get("if-none-match") == result.etag:

@@ -3,9 +3,11 @@
 - `/livez`: the process answers (`{"live":true}`); nothing else is asked.
 - `/healthz`: the process answers and Redis answers a PING (kept as it was).
 - `/readyz`: Redis answers, every provider's service list is in (a replica that
-  would answer `services` with an error is not ready), and the app is not shutting
-  down (503 from the moment the lifespan shutdown begins, while the dispatches in
-  flight finish). It names no provider: the log does.
+  would answer `services` with an error is not ready), a serving slot is free
+  (`gateway.max_in_flight`: a saturated replica says so, and a balancer sends the
+  next requests elsewhere), and the app is not shutting down (503 from the moment
+  the lifespan shutdown begins, while the dispatches in flight finish). It names no
+  provider: the log does.
 - `/metrics`: Prometheus text (`gateway.metrics`); the gauges are set here, at
   scrape time, from what this process holds in memory (balances, catalog ages)
   and from Redis at most once per SLOW_READ_S (breaker states, unknown orders).
@@ -77,6 +79,8 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     waiting = len(resources.catalog.never_fetched())
     if waiting:
         return _not_ready(lists_missing=waiting)
+    if state.admission.locked():  # every serving slot is taken, or requests wait for one
+        return _not_ready(saturated=True, max_in_flight=state.max_in_flight)
     return Response(b'{"ready":true}', media_type=JSON)
 
 
