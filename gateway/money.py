@@ -60,7 +60,12 @@ def from_units(units: int | str | bytes) -> Decimal:
 
 def refund(charge: Decimal, status: str, remains: str | None, total: int) -> Decimal:
     """What goes back to the client for a final status: all of it for Canceled and
-    Refunded, `charge x remains / total` for Partial, nothing otherwise."""
+    Refunded, `charge x remains / total` for Partial, nothing otherwise.
+
+    `total` is what was charged for and sent upstream. A Partial whose remains are
+    more than that is not about this order (another quantity went upstream, or the
+    provider's figure is wrong): nothing is refunded on its word, since the part
+    not delivered is unknown and a refund may never exceed the charge for it."""
     if status in ("Canceled", "Refunded"):
         return charge
     if status == "Partial" and total > 0 and remains is not None:
@@ -68,6 +73,8 @@ def refund(charge: Decimal, status: str, remains: str | None, total: int) -> Dec
             left = Decimal(remains)
         except ArithmeticError:
             return Decimal(0)
-        left = min(max(left, Decimal(0)), Decimal(total))
+        if not left.is_finite() or left > total:
+            return Decimal(0)
+        left = max(left, Decimal(0))
         return (charge * left / total).quantize(WIRE, rounding=ROUND_HALF_UP)
     return Decimal(0)

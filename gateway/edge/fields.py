@@ -5,7 +5,7 @@ Arrays arrive in every spelling clients use: `orders=1,2`, `orders[]=1&orders[]=
 `orders[0]=1&orders[1]=2` (PHP `http_build_query`, Node `qs`), `orders=1&orders=2`
 (Python `requests`) and a JSON array; each becomes the comma form (`"1,2"`, in the
 order sent), so the actions read one spelling. Lines fields (`comments`,
-`usernames`) are joined with newlines instead.
+`usernames`, `hashtags`) are joined with newlines instead.
 
 Whatever a client sends is answered with a ClientError, never a traceback: text must
 be UTF-8 without NUL bytes, at most MAX_FIELDS fields and MAX_BODY bytes (MAX_QUERY
@@ -35,7 +35,7 @@ MAX_QUERY = 16 * 1024
 MAX_FIELDS = 1000
 JSON = "application/json"
 MULTI = frozenset({"orders", "refills"})  # repeated plain names are joined too
-LINES = frozenset({"comments", "usernames"})
+LINES = frozenset({"comments", "usernames", "hashtags"})
 _ARRAY = re.compile(r"([^\[\]]+)\[([0-9]*)\]")
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()

@@ -189,21 +189,57 @@ def _extra(fields: Mapping[str, str]) -> dict[str, str]:
     return extra
 
 
+# The list an order of these families is made of: one unit per entry, whatever the
+# client's `quantity` says (the provider counts the list too). Mentions are made of
+# their `usernames` when sent, else their `hashtags`; the singular `username`,
+# `hashtag` and `media` name a target, and those orders keep their quantity.
+LIST_FIELDS: dict[str, tuple[str, ...]] = {
+    "comments": ("comments",),
+    "mention": ("usernames", "hashtags"),
+}
+
+
+def _list_of(name: str, fields: Mapping[str, str], form: dict[str, Any] | None) -> list[str]:
+    """The entries of list field `name`, sent at the top level or inside the form."""
+    source = fields.get(name, "")
+    if not source.strip() and form:
+        inside = form.get(name)
+        if isinstance(inside, list):
+            source = "\n".join(str(v) for v in inside if isinstance(v, (str, int)))
+        elif isinstance(inside, str):
+            source = inside
+    return split_list(source)
+
+
+def _ordered_list(fields: Mapping[str, str], service_family: str,
+                  form: dict[str, Any] | None) -> tuple[str, list[str]] | None:
+    """(field name, entries) of a list-driven order, or None when it is not one."""
+    for name in LIST_FIELDS.get(service_family, ()):
+        entries = _list_of(name, fields, form)
+        if entries:
+            return name, entries
+    return None
+
+
 def _quantity(fields: Mapping[str, str], service_family: str, extra: Mapping[str, str],
               form: dict[str, Any] | None) -> tuple[int, list[str] | None]:
-    """(quantity, comments): families that imply the quantity do so here."""
+    """(quantity, comments). A list-driven order's quantity is its list's length: the
+    charge, the quantity sent upstream and the refund count the same units; a
+    `quantity` that says otherwise is refused (a panel charges its customer on it)."""
     comments: list[str] | None = None
     quantity = _int(fields, "quantity", minimum=1)
-    if service_family == "comments":
-        source = fields.get("comments", "")
-        if not source.strip() and form and isinstance(form.get("comments"), str):
-            source = form["comments"]
-        comments = split_list(source)
-        if not comments:
-            raise ClientError("Missing required parameter: comments")
-        quantity = len(comments)
-    elif service_family == "mention" and quantity is None and "usernames" in extra:
-        quantity = len(split_list(extra["usernames"]))
+    listed = _ordered_list(fields, service_family, form)
+    if listed is not None:
+        name, entries = listed
+        if quantity is not None and quantity != len(entries):
+            raise ClientError(f"Incorrect quantity: {name} has {len(entries)} entries, "
+                              f"so quantity must be {len(entries)} or left out "
+                              f"(sent: {quantity})")
+        quantity = len(entries)
+        if name == "comments":
+            comments = entries
+    elif service_family == "comments":
+        raise ClientError("Missing required parameter: comments")
     elif service_family == "package" and quantity is None:
         quantity = 1
     elif service_family == "subscription" and quantity is None and "max" in extra:

@@ -323,9 +323,9 @@ def test_dripfeed_is_forwarded_and_charged_for_every_run(stack):
     {"comments": "hi\nhello\ngood video"},
     {"form": json.dumps({"comments": "hi,hello,good video"})},
 ])
-def test_comments_recount_the_quantity(stack, fields):
+def test_comments_are_the_quantity(stack, fields):
     gw, a, b = stack
-    order = gw.call(action="add", service=4, link="l", quantity=1, **fields)["order"]
+    order = gw.call(action="add", service=4, link="l", quantity=3, **fields)["order"]
     sent = b.orders()[0]  # prov-b is cheaper (4.00 vs 5.00)
     assert sent["quantity"] == 3
     assert sent["params"]["comments"] == "hi\nhello\ngood video"
