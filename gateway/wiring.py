@@ -199,7 +199,8 @@ async def open_config(settings: Settings, lasting: Lasting, *, serving: bool = T
         scores = Scores(redis, g.score_window_d, clock)
         yield Resources(
             settings=settings, clock=clock, redis=redis, orders=orders, catalogs=catalogs,
-            ledger=lasting.ledger, claims=Claims(redis, clock, claim_lease_s(settings)),
+            ledger=lasting.ledger,
+            claims=Claims(redis, clock, claim_lease_s(settings), lasting.durability),
             directory=directory, limiter=RateLimiter(redis, clock), breakers=breakers,
             providers=providers, catalog=catalog, balances=balances,
             recovery=lasting.recovery, alerts=alert_log, events=events,

@@ -10,6 +10,12 @@ lease lapses and a retry learns the order id the dead owner was using
 (`Lapsed`): the caller answers from that order's record, or, when the order
 provably never went out, takes the claim over (`take_over`). A claim is never
 left "in progress" for its whole time to live.
+
+A claim is taken (and taken over) with the durability barrier in force
+(`gateway.state.durability`) in the same round trip: a claim that a failover could
+lose would let a retry at another replica place the order again. When the barrier
+is not met in time the claim is let go and the request answered as a Redis outage
+is (try again later): nothing was sent.
 """
 
 from __future__ import annotations
@@ -19,14 +25,15 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 
 from gateway.clock import SYSTEM, Clock
-from gateway.errors import ClientError
+from gateway.errors import ClientError, StoreUnavailable
 from gateway.state import keys, scripts
 from gateway.state.connect import AnyRedis, maps_redis_errors, text
+from gateway.state.durability import WRITTEN, Durability
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 IN_FLIGHT_WAIT_S = 10.0
@@ -64,10 +71,12 @@ _dec = msgspec.msgpack.Decoder(Answer)
 class Claims:
     """At most one `add` per token: the first claims it, the rest get its answer."""
 
-    def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM, lease_s: float = 30.0) -> None:
+    def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM, lease_s: float = 30.0,
+                 durability: Durability | None = None) -> None:
         self._redis = redis
         self._clock = clock
         self.lease_s = lease_s
+        self._durability = durability
         self._claim = redis.register_script(scripts.CLAIM)
         self._owned = redis.register_script(scripts.CLAIM_OWNED)
 
@@ -82,11 +91,11 @@ class Claims:
         owner = secrets.token_hex(8)
         deadline = self._clock.monotonic() + IN_FLIGHT_WAIT_S
         while True:
-            held = await self._claim(
-                keys=[key], args=[_enc.encode(Answer(fingerprint, order=order)), owner,
-                                  self._until(), max(1, int(ttl_s * 1000))])
+            held, durable = await self._durably(self._claim, [key], [
+                _enc.encode(Answer(fingerprint, order=order)), owner, self._until(),
+                max(1, int(ttl_s * 1000))])
             if held is None:
-                return Owned(owner)
+                return await self._kept(client, token, Owned(owner), durable)
             raw, holder, lease = held
             if raw is None:  # expired between the two looks: try again
                 continue
@@ -107,10 +116,29 @@ class Claims:
         """Become the owner of a lapsed claim (to place `order`); None if another
         request did first, or the owner came back."""
         owner = secrets.token_hex(8)
-        ok = await self._owned(keys=[keys.once(client, token)], args=[
+        ok, durable = await self._durably(self._owned, [keys.once(client, token)], [
             lapsed.owner, "takeover", owner, _enc.encode(Answer(fingerprint, order=order)),
             self._until(), int(self._clock.time() * 1000)])
-        return Owned(owner) if ok else None
+        return await self._kept(client, token, Owned(owner), durable) if ok else None
+
+    async def _durably(self, script: Any, keys_: list[str], args: list[Any]) -> tuple[Any, bool]:
+        """Run a claim script and the durability barrier in one round trip (on one
+        connection: a barrier counts that connection's writes): its answer, and
+        whether the barrier was met."""
+        barrier = self._durability.barrier if self._durability is not None else WRITTEN
+        if barrier.command is None:
+            return await script(keys=keys_, args=args), True
+        pipe = self._redis.pipeline(transaction=False)
+        await script(keys=keys_, args=args, client=pipe)
+        pipe.execute_command(*barrier.command)
+        answer, acks = await pipe.execute()
+        return answer, barrier.met(acks)
+
+    async def _kept(self, client: str, token: str, owned: Owned, durable: bool) -> Owned:
+        if not durable:  # a failover could lose it: give it back, send nothing
+            await self.release(client, token, owned)
+            raise StoreUnavailable("an idempotency claim not durable in time")
+        return owned
 
     @contextlib.asynccontextmanager
     async def lease(self, client: str, token: str, owned: Owned) -> AsyncIterator[None]:

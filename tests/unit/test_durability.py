@@ -16,7 +16,11 @@ from redis.asyncio import Redis
 from chaos.proxy import TcpProxy
 from gateway.actions import Actions
 from gateway.clock import ManualClock
+from gateway.errors import StoreUnavailable
 from gateway.ops.admin import keys_check
+from gateway.state import keys
+from gateway.state.claims import Claims, Owned
+from gateway.state.connect import connect
 from gateway.state.durability import WRITTEN, Barrier, Durability, ServerView, decide
 from gateway.state.embedded import EmbeddedRedis, free_port
 from gateway.wiring import open_resources
@@ -166,3 +170,23 @@ async def test_a_lossy_failover_loses_no_order_the_client_was_told_of(
 
 async def _settled(journal: object) -> bool:
     return not journal.waiting  # type: ignore[attr-defined]
+
+
+async def test_an_idempotency_claim_a_failover_could_lose_is_not_kept(pair: Pair) -> None:
+    """A claim taken on the master while its replica hears nothing: a failover could
+    lose it and let a retry at another replica place the order again. The claim is
+    let go and the request answered as an outage (try again); nothing is sent."""
+    redis = connect(pair.front.url)
+    try:
+        durability = Durability(redis, timeout_ms=200)
+        await durability.watch()
+        assert durability.barrier.command == ("WAIT", 1, 200)
+        claims = Claims(redis, ManualClock(), 30.0, durability)
+        assert isinstance(await claims.claim("alice", "k1", "f", 60, 1001), Owned)
+        pair.link.blackhole = True
+        with pytest.raises(StoreUnavailable):
+            await claims.claim("alice", "k2", "f", 60, 1002)
+        assert await redis.exists(keys.once("alice", "k2")) == 0  # let go
+        assert await redis.exists(keys.once("alice", "k1")) == 1
+    finally:
+        await redis.aclose()
