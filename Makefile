@@ -32,6 +32,25 @@ serve: $(RUN_STAMP)  ## the gateway with providers.yaml
 test: $(TEST_STAMP)  ## both tiers: tests/unit (in-process) and tests/e2e (real processes), on real Redis
 	$(PY) -m pytest -q -n 3 --dist worksteal
 
+# The suite REPEAT times in a row (as `make test` runs it); at the end, every test
+# that failed or errored in any run, with how many runs it failed in. Each run's
+# output is kept in the directory it names. Exit 1 if any run failed.
+REPEAT ?= 3
+.PHONY: test-repeat
+test-repeat: $(TEST_STAMP)  ## the suite three times; names any test that failed in any run
+	@logs=$$(mktemp -d -t smm-test-repeat.XXXXXX); status=0; \
+	for run in $$(seq $(REPEAT)); do \
+	  $(PY) -m pytest -q -n 3 --dist worksteal -rfE -p no:cacheprovider \
+	    > $$logs/run$$run.txt 2>&1 || status=1; \
+	  echo "test-repeat: run $$run of $(REPEAT): $$(tail -n 1 $$logs/run$$run.txt)"; \
+	done; \
+	grep -hE '^(FAILED|ERROR) ' $$logs/run*.txt | sed -E 's/ - .*//' | sort | uniq -c \
+	  | sort -rn > $$logs/failed.txt; \
+	if [ -s $$logs/failed.txt ]; then \
+	  echo "test-repeat: failed in some run (runs, test):"; cat $$logs/failed.txt; \
+	else echo "test-repeat: no test failed in $(REPEAT) runs"; fi; \
+	echo "test-repeat: logs in $$logs"; exit $$status
+
 # Debian programs some tests drive: nginx (deploy/), Chromium and its driver (the
 # dashboard's browser tests). Installed when missing and run as root with apt-get;
 # the tests install them themselves otherwise (slower, inside the test run).
