@@ -72,6 +72,9 @@ class GatewaySettings(_Config, kw_only=True):
     max_in_flight: int = 256
     # the operator dashboard at /admin/ and its API at /admin/api/: off (404) when unset
     admin_key: str | None = None
+    # `/metrics` for `Authorization: Bearer <this>`; without it only loopback and
+    # `trusted_proxies` peers are answered (others: 401/403)
+    metrics_key: str | None = None
     # one active order per link and service family (a service's own `link_guard` wins)
     link_guard: bool = False
     link_guard_ttl_s: float = 2592000.0  # a link's mark lapses after this (30 days) at worst
