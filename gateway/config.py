@@ -72,8 +72,8 @@ class GatewaySettings(_Config, kw_only=True):
     max_in_flight: int = 256
     # the operator dashboard at /admin/ and its API at /admin/api/: off (404) when unset
     admin_key: str | None = None
-    # `/metrics` for `Authorization: Bearer <this>`; without it only loopback and
-    # `trusted_proxies` peers are answered (others: 401/403)
+    # `/metrics` answers any peer that sends `Authorization: Bearer <this>`; loopback
+    # and `trusted_proxies` peers need none, everyone else gets 401/403
     metrics_key: str | None = None
     # one active order per link and service family (a service's own `link_guard` wins)
     link_guard: bool = False
