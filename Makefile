@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet -c constraints.txt
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test serve lint clean bench chaos system-deps
+.PHONY: run test serve lint clean bench chaos system-deps docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,9 @@ bench: $(TEST_STAMP)  ## the benchmark suite: writes bench/results/latest.{json,
 
 chaos: $(TEST_STAMP)  ## the chaos suite (replicas, Redis and provider faults): chaos/results/latest.json
 	$(PY) -m chaos
+
+docs: $(TEST_STAMP)  ## the docs site (mkdocs.yml, docs/) into site/, strictly: a broken link fails
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check gateway tests chaos

@@ -1,4 +1,5 @@
-"""Reading the README's walk-through: its commands and the answers shown under them.
+"""Reading a walk-through (docs/getting-started.md): its commands and the answers
+shown under them.
 
 A command is a `curl` line (continued over `\\` line ends and open quotes), a
 `VAR=value` assignment or a `sleep N`; the answer expected of a command is the JSON
@@ -119,14 +120,14 @@ def mismatches(expected: Any, actual: Any, where: str = "$", key: str = "") -> l
         if not isinstance(actual, dict):
             return [f"{where}: not an object: {actual!r}"]
         if set(expected) != set(actual):
-            return [f"{where}: keys {sorted(actual)}, README shows {sorted(expected)}"]
+            return [f"{where}: keys {sorted(actual)}, the page shows {sorted(expected)}"]
         return [m for k in expected for m in mismatches(expected[k], actual[k], f"{where}.{k}", k)]
     if isinstance(expected, list):
         return _list_mismatches(expected, actual, where)
     if isinstance(expected, str):
         return _string_mismatches(expected, actual, where, key)
     if type(expected) is not type(actual) or expected != actual:
-        return [f"{where}: {actual!r}, README shows {expected!r}"]
+        return [f"{where}: {actual!r}, the page shows {expected!r}"]
     return []
 
 
@@ -136,7 +137,7 @@ def _list_mismatches(expected: list[Any], actual: Any, where: str) -> list[str]:
     more = bool(expected) and expected[-1] == MORE
     shown = expected[:-1] if more else expected
     if len(actual) < len(shown) or (not more and len(actual) != len(shown)):
-        return [f"{where}: {len(actual)} items, README shows {len(shown)}"]
+        return [f"{where}: {len(actual)} items, the page shows {len(shown)}"]
     out = [m for n, (e, a) in enumerate(zip(shown, actual, strict=False))
            for m in mismatches(e, a, f"{where}[{n}]")]
     if more and shown and isinstance(shown[0], dict):
@@ -149,7 +150,7 @@ def _string_mismatches(expected: str, actual: Any, where: str, key: str) -> list
     if not isinstance(actual, str):
         return [f"{where}: {actual!r} is not a string"]
     if key in EXACT:
-        return [] if actual == expected else [f"{where}: {actual!r}, README shows {expected!r}"]
+        return [] if actual == expected else [f"{where}: {actual!r}, the page shows {expected!r}"]
     if DECIMAL.match(expected):
         places = Decimal(expected).as_tuple().exponent
         if not DECIMAL.match(actual) or Decimal(actual).as_tuple().exponent != places:

@@ -1,6 +1,7 @@
-"""The README's walk-through, run as written against `smm-gateway demo`: every curl
-line is sent (by Python, the same fields curl sends) to a real demo process, and
-each answer must have the shape of the one the README shows under it."""
+"""The walk-through of docs/getting-started.md, run as written against `smm-gateway
+demo`: every curl line is sent (by Python, the same fields curl sends) to a real demo
+process, and each answer must have the shape of the one the page shows under it.
+The README's one curl must be a step of that walk-through, with the same answer."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from demo_process import running_demo
 from harness import ROOT
 from walkthrough import curl_request, mismatches, section, steps
 
-# the lead may point this at a draft of the README (it defaults to the real one)
+# the lead may point this at a draft of the page (it defaults to the real one)
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-README = Path(os.environ.get("SMM_README", ROOT / "README.md"))
+PAGE = Path(os.environ.get("SMM_WALKTHROUGH", ROOT / "docs" / "getting-started.md"))
+README = ROOT / "README.md"
 
 
 def test_the_parser_reads_the_walkthrough():
-    block = section(README.read_text())
+    block = section(PAGE.read_text())
     found = steps(block)
     curls = [s for s in found if s.command.startswith("curl")]
     assert len(curls) >= 13
@@ -30,8 +32,22 @@ def test_the_parser_reads_the_walkthrough():
     assert ("comments", "great\nlove it\nwow") in fields
 
 
-def test_the_readme_walkthrough_is_true_to_the_demo(tmp_path):
-    block = section(README.read_text())
+def test_the_readme_curl_is_a_step_of_the_walkthrough():
+    walk = steps(section(PAGE.read_text()))
+    gw = next(s.command.partition("=")[2] for s in walk if s.command.startswith("GW="))
+    shown = {(s.command.replace("$GW", gw), str(s.expected)) for s in walk}
+    readme = [s for s in steps(section(README.read_text(), "## One curl"))
+              if s.command.startswith("curl")]
+    assert readme, "no curl under the README's `## One curl`"
+    for step in readme:
+        assert step.expected is not None, f"no answer under {step.command}"
+        assert (step.command, str(step.expected)) in shown, (
+            f"the README's {step.command!r} (answer {step.expected}) is not a step of "
+            f"the walk-through in {PAGE.relative_to(ROOT)}")
+
+
+def test_the_walkthrough_is_true_to_the_demo(tmp_path):
+    block = section(PAGE.read_text())
     variables: dict[str, str] = {}
     checked, problems = 0, []
     with running_demo(tmp_path / "demo") as demo, httpx.Client(timeout=30) as http:
