@@ -17,7 +17,7 @@ import msgspec
 from gateway.config import Settings
 
 # read once when the app (or the server) is built: a reload keeps the running value
-# (see the README)
+# (see docs/operations.md, "Changing the config without a restart")
 RESTART_ONLY = ("gateway.admin_key", "gateway.server")
 
 

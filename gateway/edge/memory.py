@@ -13,7 +13,7 @@ request is in flight, so no request waits for it.
 (`gateway.ops.cli`): with glibc's allocator the pages a burst freed go back to the
 system on trim, where pymalloc keeps a 1 MiB arena for as long as one object in it
 lives. Measured on the 1,000-connection soak (`tests/e2e/test_memory.py`): RSS
-+12.5 % after the burst with pymalloc, +7.0 % with malloc (the README has the
++12.5 % after the burst with pymalloc, +7.0 % with malloc (docs/operations.md has the
 figures).
 """
 

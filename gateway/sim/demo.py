@@ -2,7 +2,7 @@
 
 The demo starts clean on purpose: its data directory (the gateway's Redis, the
 config, the catalog) is emptied at every start, and the simulated providers keep
-their orders in memory only. So every run matches the README walk-through (order
+their orders in memory only. So every run matches the docs walk-through (order
 100000 first, refill 1000 first), and no order of an earlier run points at a
 simulator that no longer has it.
 """

@@ -9,7 +9,7 @@ once, into the two that matter for money:
 - `Ambiguous`: anything after the first byte may have been written. A write
   (`add`, `refill`, `cancel`) that ends here is never sent again.
 
-Two implementations, chosen by `gateway.transport` (see README, "Performance"):
+Two implementations, chosen by `gateway.transport` (see docs/performance.md):
 `aiohttp` (default: ~4x less CPU per call than httpx's default transport on this
 machine) and `httpx`. The `httpx-aiohttp` bridge is accepted as a name but runs
 the plain aiohttp transport: the bridge maps a server disconnect after sending to
