@@ -350,3 +350,36 @@ REPEATABLE: tuple[tuple[str, Callable[[tuple[object, ...]], bool]], ...] = (
     (CREDIT, _settles),
     (CHARGE_ONCE, lambda argv: True),
 )
+
+
+# --- failed authentication, decided in one step ------------------------------------
+
+# KEYS: failure count, block (one address, one hash tag). ARGV: window s, failures
+# allowed, '1' when the key presented was wrong. One /api/v2 authentication: refused
+# while the address is blocked (a right key too); a wrong key is counted, and the one
+# past the limit blocks the address for a window. 0 = answer it (the key decides);
+# else refused: the block's ms left (-1: a block without expiry, set by hand).
+AUTH_ATTEMPT = """
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 or left == -1 then return left end
+if ARGV[3] ~= '1' then return 0 end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+  return tonumber(ARGV[1]) * 1000
+end
+return 0
+"""
+
+# KEYS: failure count (one address). ARGV: window s, failures allowed, '1' when the
+# key presented was wrong. One operator login or admin bearer key: refused once the
+# window holds that many failures (a right key too), until the window ends; a wrong
+# key under the limit is counted. 0 = answer it; else the window's ms left (-1: none).
+ADMIN_ATTEMPT = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[2]) then return redis.call('PTTL', KEYS[1]) end
+if ARGV[3] ~= '1' then return 0 end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 0
+"""
