@@ -3,6 +3,7 @@
     python -m chaos                      # full run (~3.5 min): 8 fault cycles, 32 panels
     python -m chaos --runs 3             # three full runs
     python -m chaos --short              # ~10 s: one quick cycle, 12 panels (the test)
+    python -m chaos --serve-workers 1    # replicas with one worker each (default: auto)
     python -m chaos --redis-url redis://host:6379/5   # external Redis (flushed first!)
     python -m chaos --cluster            # a local 3-master Redis Cluster, failover mid-load
     python -m chaos --replicated         # master + replica behind one address: lossy failovers
@@ -32,6 +33,13 @@ from chaos.run import Where, run_once
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
+def serve_workers(text: str) -> str:
+    """`--serve-workers`: passed to each replica's `serve --workers` as it is."""
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: a count >= 1 or auto")
+    return text
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.split("\n")[0])
     p.add_argument("--short", action="store_true", help="the quick run the test suite uses")
@@ -39,6 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cycles", type=int, help="fault cycles per run (full: 8, short: 1)")
     p.add_argument("--workers", type=int, help="concurrent panels (full: 32, short: 12)")
     p.add_argument("--replicas", type=int, help="gateway replicas (2)")
+    p.add_argument("--serve-workers", type=serve_workers, metavar="N|auto",
+                   help="each replica's `serve --workers` (serve's default: auto)")
     p.add_argument("--step-s", type=float, help="seconds an upstream fault lasts")
     p.add_argument("--settle-s", type=float, help="quiet seconds after the final restart")
     p.add_argument("--retry-s", type=float,
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     base = config.SHORT if args.short else config.FULL
     plan = base.scaled(cycles=args.cycles, workers=args.workers, replicas=args.replicas,
+                       serve_workers=args.serve_workers,
                        step_s=args.step_s, settle_s=args.settle_s, retry_s=args.retry_s)
     where = Where(redis_url=args.redis_url, cluster=args.cluster,
                   replicated=args.replicated, sentinel=args.sentinel)

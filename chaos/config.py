@@ -35,6 +35,7 @@ class Plan:
     down_s: float = 1.5  # how long a killed replica or Redis stays down
     workers: int = 32  # concurrent panels
     replicas: int = 2
+    serve_workers: str = "auto"  # each replica's `serve --workers` (serve's default: auto)
     tail_s: float = 2.0  # load after the last fault
     drain_s: float = 15.0  # a SIGTERMed replica is SIGKILLed if it has not exited by then
     settle_s: float = 2.0  # quiet time after every replica was restarted

@@ -5,8 +5,9 @@
   started again on the same data dir and port (the append-only file brings the
   data back).
 - `Sim`: a provider simulator (`python -m gateway.sim`) and its /_sim control API.
-- `Replica`: a gateway (`python -m gateway serve`) with its own data dir, on the
-  same port across restarts.
+- `Replica`: a gateway (`python -m gateway serve`, `--workers` as the plan says:
+  serve's default, auto, unless `--serve-workers`) with its own data dir, on the
+  same port across restarts; a SIGKILL ends its workers with it.
 
 Output goes to `<name>.log` in the run's work dir; whoever starts a process
 registers its `stop` on the run's ExitStack.
@@ -167,14 +168,15 @@ class Sim(HttpProcess):
 class Replica(HttpProcess):
     """`python -m gateway serve` over the run's Redis; kill -9 and start again."""
 
-    def __init__(self, index: int, config_path: Path, redis_url: str, work: Path) -> None:
+    def __init__(self, index: int, config_path: Path, redis_url: str, work: Path,
+                 workers: str = "auto") -> None:
         self.index = index
         self.data_dir = work / f"replica-{index}"
         private_dir(self.data_dir)
         port = free_port()
         super().__init__(f"replica-{index}", [
             sys.executable, "-m", "gateway", "serve", "--config", str(config_path),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", workers,
             "--data-dir", str(self.data_dir),
         ], port, work, env={**os.environ, "REDIS_URL": redis_url})
 

@@ -136,7 +136,8 @@ def run_once(plan: Plan, where: Where, work: Path, index: int) -> dict[str, Any]
         cfg = work / "gateway.yaml"
         cfg.write_text(yaml.safe_dump(config.gateway_config(
             {name: sim.api for name, sim in sims.items()}, plan), sort_keys=False))
-        replicas = [Replica(i, cfg, url, work) for i in range(plan.replicas)]
+        replicas = [Replica(i, cfg, url, work, plan.serve_workers)
+                    for i in range(plan.replicas)]
         start_all(stack, replicas, "/readyz", plan.drain_s)
         started = time.monotonic() - began
         load = Load([r.api for r in replicas], plan, f"r{index}-{int(time.time())}", index)
