@@ -1,6 +1,7 @@
 """Every admin error as JSON `{"error": ...}` with its status: never an HTML error
-page, never a 500. Registered on the admin router, so the API's 401 and 403 are not
-turned into the SMM API's 400/404 by the app-wide table (`gateway.edge.answers`)."""
+page, never a 500 (a page asked for without a session: a redirect to the login
+form). Registered on the admin router, so the API's 401 and 403 are not turned into
+the SMM API's 400/404 by the app-wide table (`gateway.edge.answers`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap
 
 from gateway.admin.operations import AdminError
@@ -28,6 +30,10 @@ class AdminHTTPError(Exception):
         self.message = message
 
 
+class LoginRequired(Exception):
+    """A page asked for without a live session: the way to the login form."""
+
+
 def error(message: str, status: int) -> Response[bytes]:
     return Response(ENCODER.encode(ErrorAnswer(message)), status_code=status, media_type=JSON,
                     headers={"Cache-Control": "no-store"})
@@ -35,6 +41,10 @@ def error(message: str, status: int) -> Response[bytes]:
 
 def _refused(request: Request[Any, Any, Any], exc: AdminHTTPError) -> Response[bytes]:
     return error(exc.message, exc.status)
+
+
+def _login(request: Request[Any, Any, Any], exc: LoginRequired) -> Response[Any]:
+    return Redirect("/admin/login", status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def _admin_error(request: Request[Any, Any, Any], exc: AdminError) -> Response[bytes]:
@@ -63,6 +73,7 @@ def _crash(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 HANDLERS: ExceptionHandlersMap = {
     AdminHTTPError: _refused,
+    LoginRequired: _login,
     AdminError: _admin_error,
     StoreUnavailable: _store,
     ValidationException: _validation,

@@ -1,8 +1,10 @@
 """The JSON admin API under /admin/api/: what the pages show, for scripts and the
 pages' own refresh. `Authorization: Bearer <gateway.admin_key>` (GETs also take a
-dashboard session); bodies of POSTs are JSON objects. Errors are `{"error": ...}`
-(`gateway.admin.answers`). No answer holds a provider key or a client key, except
-the new key that `POST /admin/api/clients` and `.../rotate` show once.
+dashboard session), checked by each route's guard before anything else runs
+(`gateway.admin.guard.reader`, `.writer`); bodies of POSTs are JSON objects.
+Errors are `{"error": ...}` (`gateway.admin.answers`). No answer holds a provider key
+or a client key, except the new key that `POST /admin/api/clients` and `.../rotate`
+show once. A client name in a path is percent-encoded (`gateway.admin.names`).
 
     GET  /admin/api/overview                 counters of today and the week, unknown orders
     GET  /admin/api/providers                breaker, balance, catalog age, services listed
@@ -33,7 +35,9 @@ from litestar.params import FromPath
 from gateway.admin import changes, queries
 from gateway.admin.answers import JSON, AdminHTTPError
 from gateway.admin.explain import Route, ServiceRow, route, service_rows
-from gateway.admin.guard import api_actor, console
+from gateway.admin.guard import actor as guard_actor
+from gateway.admin.guard import console, reader, writer
+from gateway.admin.names import from_path
 from gateway.admin.operations import AdminError, amount
 from gateway.money import wire
 from gateway.wire import ENCODER
@@ -57,6 +61,9 @@ async def _body(request: Req) -> dict[str, Any]:
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise AdminHTTPError(400, "The body must be a JSON object") from None
+    except RecursionError:  # nested deeper than the decoder goes
+        raise AdminHTTPError(400, "The body must be a JSON object, not nested that deep"
+                             ) from None
     if not isinstance(data, dict):
         raise AdminHTTPError(400, "The body must be a JSON object")
     return data
@@ -79,15 +86,13 @@ async def recent_alerts(request: Req, limit: int) -> list[dict[str, Any]]:
     return [msgspec.to_builtins(a) for a in alerts]
 
 
-@get("/api/overview", include_in_schema=False)
+@get("/api/overview", include_in_schema=False, guards=[reader])
 async def api_overview(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     return _json(await overview_data(request))
 
 
-@get("/api/providers", include_in_schema=False)
+@get("/api/providers", include_in_schema=False, guards=[reader])
 async def api_providers(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     return _json({"providers": await queries.providers(console(request).resources(request))})
 
 
@@ -98,25 +103,23 @@ def search_args(request: Req) -> tuple[str, dict[str, str], int]:
             int(limit) if limit.isdigit() else queries.SEARCH_LIMIT)
 
 
-@get("/api/orders", include_in_schema=False)
+@get("/api/orders", include_in_schema=False, guards=[reader])
 async def api_orders(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     q, filters, limit = search_args(request)
     return _json(await queries.search(console(request).resources(request), q, filters, limit))
 
 
-@get("/api/orders/{order_id:int}", include_in_schema=False)
+@get("/api/orders/{order_id:int}", include_in_schema=False, guards=[reader])
 async def api_order(request: Req, order_id: FromPath[int]) -> Response[bytes]:
-    await api_actor(request, write=False)
     found = await queries.order(console(request).resources(request), order_id)
     if found is None:
         raise AdminHTTPError(404, f"No order {order_id}")
     return _json(found)
 
 
-@post("/api/orders/{order_id:int}/resolve", include_in_schema=False)
+@post("/api/orders/{order_id:int}/resolve", include_in_schema=False, guards=[writer])
 async def api_resolve(request: Req, order_id: FromPath[int]) -> Response[bytes]:
-    actor = await api_actor(request, write=True)
+    actor = guard_actor(request)
     body = await _body(request)
     if "placed" not in body:
         raise AdminHTTPError(400, 'Say {"placed": "<upstream order id>"} or {"placed": null}')
@@ -199,56 +202,53 @@ def route_json(x: Route) -> dict[str, Any]:
     }
 
 
-@get("/api/route", include_in_schema=False)
+@get("/api/route", include_in_schema=False, guards=[reader])
 async def api_route(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     r = console(request).resources(request)
     found = await route_of(request, request.query_params)
     return _json({"currency": r.settings.gateway.currency} | route_json(found))
 
 
-@get("/api/catalog", include_in_schema=False)
+@get("/api/catalog", include_in_schema=False, guards=[reader])
 async def api_catalog(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     r = console(request).resources(request)
     return _json({"currency": r.settings.gateway.currency,
                   "services": [service_json(s) for s in await service_rows(r)]})
 
 
-@post("/api/catalog/{service_id:int}/confirm", include_in_schema=False)
+@post("/api/catalog/{service_id:int}/confirm", include_in_schema=False, guards=[writer])
 async def api_confirm(request: Req, service_id: FromPath[int]) -> Response[bytes]:
-    actor = await api_actor(request, write=True)
+    actor = guard_actor(request)
     return _json({"ok": True, "message": await changes.confirm(request, actor, service_id)})
 
 
-@get("/api/clients", include_in_schema=False)
+@get("/api/clients", include_in_schema=False, guards=[reader])
 async def api_clients(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     return _json({"clients": await queries.clients(console(request).resources(request))})
 
 
-@get("/api/clients/{name:str}", include_in_schema=False)
+@get("/api/clients/{name:str}", include_in_schema=False, guards=[reader])
 async def api_client(request: Req, name: FromPath[str]) -> Response[bytes]:
-    await api_actor(request, write=False)
+    name = from_path(name)
     found = await queries.client(console(request).resources(request), name)
     if found is None:
         raise AdminHTTPError(404, f"No client named {name!r}")
     return _json(found)
 
 
-@post("/api/clients", include_in_schema=False)
+@post("/api/clients", include_in_schema=False, guards=[writer])
 async def api_create(request: Req) -> Response[bytes]:
-    actor = await api_actor(request, write=True)
+    actor = guard_actor(request)
     new = changes.new_client(await _body(request))
     key = await changes.create(request, actor, new)
     return _json({"ok": True, "name": new.name, "key": key,
                   "note": "the key is shown once; only its SHA-256 is stored"}, status=201)
 
 
-@post("/api/clients/{name:str}/{change:str}", include_in_schema=False)
+@post("/api/clients/{name:str}/{change:str}", include_in_schema=False, guards=[writer])
 async def api_client_change(request: Req, name: FromPath[str],
                             change: FromPath[str]) -> Response[bytes]:
-    actor = await api_actor(request, write=True)
+    actor, name = guard_actor(request), from_path(name)
     if change == "rotate":
         key = await changes.rotate(request, actor, name)
         return _json({"ok": True, "name": name, "key": key,
@@ -264,24 +264,21 @@ async def api_client_change(request: Req, name: FromPath[str],
     raise AdminHTTPError(404, "Not Found")
 
 
-@post("/api/reload", include_in_schema=False)
+@post("/api/reload", include_in_schema=False, guards=[writer])
 async def api_reload(request: Req) -> Response[bytes]:
     """200 with what changed; 422 with every error when the file is refused (the
     running config stays)."""
-    actor = await api_actor(request, write=True)
-    result = await changes.reload(request, actor)
+    result = await changes.reload(request, guard_actor(request))
     return _json(result.as_dict(), status=200 if result.ok else 422)
 
 
-@get("/api/alerts", include_in_schema=False)
+@get("/api/alerts", include_in_schema=False, guards=[reader])
 async def api_alerts(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     return _json({"alerts": await recent_alerts(request, 200)})
 
 
-@get("/api/audit", include_in_schema=False)
+@get("/api/audit", include_in_schema=False, guards=[reader])
 async def api_audit(request: Req) -> Response[bytes]:
-    await api_actor(request, write=False)
     return _json({"audit": await console(request).store(request).audit_log(200)})
 
 

@@ -11,7 +11,13 @@
   in constant time; a POST whose Origin names another host is refused too. The login
   form is guarded the same way by a token in a short-lived cookie (double submit).
 - Failed logins and wrong bearer keys are counted per client address: after
-  MAX_FAILURES in 5 minutes that address is refused (429) until the window ends.
+  MAX_FAILURES in FAILURE_WINDOW_S that address is refused (429), even with the right
+  key, until the window ends. A key is compared, then its verdict is counted and
+  checked in one step in Redis (`AdminStore.attempt`), so racing requests cannot
+  have more than MAX_FAILURES wrong keys answered. These counts are the operator's
+  own: an address the API has blocked for bad client keys still reaches /admin/.
+- A session cookie is no key: it is looked up, never counted, and a live one is
+  served from an address that is locked out (an operator behind a shared address).
 - Every action is one JSON line on the `gateway.admin` logger and an entry in the
   audit list in Redis, which the Overview page shows.
 """
@@ -28,9 +34,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
+from litestar.handlers import BaseRouteHandler
 
-from gateway.admin.answers import AdminHTTPError
+from gateway.admin.answers import AdminHTTPError, LoginRequired
 from gateway.digest import sha256_hex
 from gateway.errors import StoreUnavailable
 from gateway.state.admin import SESSION_TTL_S, AdminStore, Session
@@ -42,7 +50,6 @@ log = logging.getLogger("gateway.admin")
 SESSION_COOKIE = "gw_admin"
 LOGIN_COOKIE = "gw_admin_login"
 LOGIN_TTL_S = 1800
-MAX_FAILURES = 10
 COOKIE_PATH = "/admin"
 AddressOf = Callable[[Request[Any, Any, Any]], str]
 
@@ -100,18 +107,17 @@ def cookie(request: Request[Any, Any, Any], name: str, value: str, max_age: int)
                   samesite="strict", secure=is_https(request))
 
 
-async def _throttled(request: Request[Any, Any, Any], c: Console) -> str:
+async def _decided(request: Request[Any, Any, Any], c: Console, right: bool,
+                   via: str) -> None:
+    """The verdict on a key just compared may be answered: counted (a wrong one) and
+    checked against the address's failures in one step in Redis; else a 429, whatever
+    the key (`AdminStore.attempt`)."""
     address = c.address_of(request)
-    if await c.store(request).failures(address) >= MAX_FAILURES:
+    refused_ms = await c.store(request).attempt(address, wrong=not right)
+    if refused_ms:
         raise AdminHTTPError(429, "Too many failed attempts; try again in a few minutes")
-    return address
-
-
-async def failed_attempt(request: Request[Any, Any, Any], c: Console, what: str) -> None:
-    address = c.address_of(request)
-    count = await c.store(request).failed(address)
-    log.warning("admin: wrong key", extra={"via": what, "address": address,
-                                           "failures": count})
+    if not right:
+        log.warning("admin: wrong key", extra={"via": via, "address": address})
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -124,18 +130,53 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
 async def api_actor(request: Request[Any, Any, Any], write: bool) -> str:
     """Who makes this API call ("api" or a session), or a 401/429."""
     c = console(request)
-    await _throttled(request, c)
     presented = _bearer(request)
     if presented is not None:
-        if c.key_matches(presented):
+        right = c.key_matches(presented)
+        await _decided(request, c, right, "bearer")
+        if right:
             return "api"
-        await failed_attempt(request, c, "bearer")
         raise AdminHTTPError(401, "Invalid admin key")
     if not write:
         found = await session_of(request)
         if found is not None:
             return found[0]
     raise AdminHTTPError(401, "Authorization: Bearer <admin key> is required")
+
+
+Connection = ASGIConnection[Any, Any, Any, Any]
+
+
+async def reader(connection: Connection, _: BaseRouteHandler) -> None:
+    """Guard of the API's GETs (the bearer key or a session), before any work: its
+    actor on `connection.state.admin_actor`."""
+    connection.state.admin_actor = await api_actor(_request(connection), write=False)
+
+
+async def writer(connection: Connection, _: BaseRouteHandler) -> None:
+    """Guard of the API's POSTs (the bearer key only), before any work."""
+    connection.state.admin_actor = await api_actor(_request(connection), write=True)
+
+
+async def page(connection: Connection, _: BaseRouteHandler) -> None:
+    """Guard of every page: a live session before any work, else LoginRequired (a
+    redirect to the login form, the same whatever the page or its id). The session on
+    `connection.state.admin_session`."""
+    found = await session_of(_request(connection))
+    if found is None:
+        raise LoginRequired()
+    connection.state.admin_session = found
+
+
+def actor(request: Request[Any, Any, Any]) -> str:
+    """Who makes this API call, as its guard found."""
+    found: str = request.state.admin_actor
+    return found
+
+
+def _request(connection: Connection) -> Request[Any, Any, Any]:
+    assert isinstance(connection, Request)  # the guards are on HTTP routes only
+    return connection
 
 
 async def session_of(request: Request[Any, Any, Any]) -> tuple[str, Session] | None:
@@ -161,21 +202,28 @@ def same_origin(request: Request[Any, Any, Any]) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-async def checked_post(request: Request[Any, Any, Any],
-                       form: dict[str, str]) -> tuple[str, str, Session]:
-    """A page POST: (token, actor, session) if it has a live session and its CSRF
-    token; else 401 (no session) or 403 (token missing or wrong, foreign origin)."""
+async def poster(connection: Connection, _: BaseRouteHandler) -> None:
+    """Guard of every page POST, before any work (its form is not read yet): 403 for
+    a foreign origin, 401 without a live session. The session on
+    `connection.state.admin_session`; `checked_post` checks the form's CSRF token."""
+    request = _request(connection)
     if not same_origin(request):
         raise AdminHTTPError(403, "Cross-origin request refused")
-    token = request.cookies.get(SESSION_COOKIE, "")
     found = await session_of(request)
     if found is None:
         raise AdminHTTPError(401, "Not logged in (or the session expired): log in again")
-    actor, session = found
+    connection.state.admin_session = found
+
+
+def checked_post(request: Request[Any, Any, Any],
+                 form: dict[str, str]) -> tuple[str, str, Session]:
+    """A page POST its guard (`poster`) let in: (token, actor, session) once the form
+    carries the session's CSRF token; else 403 (missing or wrong)."""
+    actor, session = request.state.admin_session
     sent = form.get("csrf", "")
     if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise AdminHTTPError(403, "CSRF token missing or wrong: reload the page and retry")
-    return token, actor, session
+    return request.cookies[SESSION_COOKIE], actor, session
 
 
 async def login(request: Request[Any, Any, Any], form: dict[str, str]) -> str | None:
@@ -187,9 +235,9 @@ async def login(request: Request[Any, Any, Any], form: dict[str, str]) -> str | 
     sent, cookie = form.get("csrf", ""), request.cookies.get(LOGIN_COOKIE, "")
     if not sent or not cookie or not hmac.compare_digest(sent.encode(), cookie.encode()):
         raise AdminHTTPError(403, "CSRF token missing or wrong: reload the login page")
-    await _throttled(request, c)
-    if not c.key_matches(form.get("key", "")):
-        await failed_attempt(request, c, "login")
+    right = c.key_matches(form.get("key", ""))
+    await _decided(request, c, right, "login")
+    if not right:
         return None
     token, _ = await c.store(request).open_session(c.resources(request).clock.time())
     return token
@@ -213,5 +261,5 @@ async def audit(request: Request[Any, Any, Any], actor: str, action: str, target
         log.warning("admin: audit entry not stored", extra={"error": exc.message})
 
 
-__all__ = ["SESSION_TTL_S", "Console", "actor_of", "api_actor", "audit", "checked_post",
-           "login", "session_of"]
+__all__ = ["SESSION_TTL_S", "Console", "actor", "actor_of", "api_actor", "audit",
+           "checked_post", "login", "page", "poster", "reader", "session_of", "writer"]

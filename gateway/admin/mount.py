@@ -11,7 +11,7 @@ from litestar import Router
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
-from gateway.admin import api, pages
+from gateway.admin import api, names, pages
 from gateway.admin.answers import HANDLERS
 from gateway.admin.guard import AddressOf, Console
 
@@ -36,6 +36,7 @@ def mount(admin_key: str, address_of: AddressOf) -> Mount:
 
 def _filters(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters["utc"] = _utc
+    engine.engine.filters["in_path"] = names.in_path
 
 
 def _utc(t: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from gateway.admin import names
 from gateway.money import wire
 from gateway.state.catalogs import Catalogs
 from gateway.state.clients import ClientRecord, Directory, Mode
@@ -80,8 +81,9 @@ class NewClient:
 async def create_client(directory: Directory, ledger: Ledger, new: NewClient) -> str:
     """Store a new client; its key, which is shown once and never stored."""
     name = new.name.strip()
-    if not name or len(name) > 64 or any(c.isspace() or c in "{}" for c in name):
-        raise AdminError("a client name is 1 to 64 characters, no spaces or braces")
+    wrong = names.problem(name)
+    if wrong is not None:
+        raise AdminError(wrong)
     if new.markup is not None and not new.markup > 0:
         raise AdminError("markup must be > 0")
     if new.credit and new.mode != "ledger":

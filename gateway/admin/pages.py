@@ -1,8 +1,10 @@
 """The dashboard's HTML pages, rendered on the server (Jinja2 templates in
 `templates/`), and the form POSTs behind their buttons.
 
-A page without a live session redirects to the login form. A POST needs the
-session's CSRF token (`gateway.admin.guard.checked_post`); what it changed is shown
+Every page's guard (`gateway.admin.guard.page`) looks for a live session before the
+page reads anything: without one, every page redirects to the login form alike,
+whatever it would have shown. A POST's guard (`poster`) answers 401 without one, and
+the POST needs the session's CSRF token (`checked_post`); what it changed is shown
 on the next page as a one-time message, except a new client key, which is shown
 once on the page that answers the POST and never stored.
 """
@@ -32,8 +34,10 @@ from gateway.admin.guard import (
     cookie,
     login,
     login_token,
-    session_of,
+    page,
+    poster,
 )
+from gateway.admin.names import from_path, in_path
 from gateway.admin.operations import AdminError, amount
 from gateway.state.admin import Session
 
@@ -52,12 +56,10 @@ STATIC = {name: (Path(__file__).parent / "static" / name).read_bytes()
 _TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8"}
 
 
-async def _page(request: Req, template: str, **context: Any) -> Template | Redirect:
-    """A page for a logged-in operator, or the way to the login form."""
-    found = await session_of(request)
-    if found is None:
-        return Redirect("/admin/login", status_code=303)
-    _, session = found
+async def _page(request: Req, template: str, **context: Any) -> Template:
+    """A page for the operator whose session the route's guard found (`page`,
+    `poster`)."""
+    _, session = request.state.admin_session
     flash = None
     if session.flash:
         flash = {"text": session.flash, "error": session.flash_error}
@@ -82,11 +84,9 @@ async def _form(request: Req) -> dict[str, str]:
     return {k: str(v) for k, v in form.items()}
 
 
-@get("/", include_in_schema=False)
-async def overview_page(request: Req) -> Template | Redirect:
+@get("/", include_in_schema=False, guards=[page])
+async def overview_page(request: Req) -> Template:
     c = console(request)
-    if await session_of(request) is None:
-        return Redirect("/admin/login", status_code=303)
     r = c.resources(request)
     days = await c.stats(request).days(r.clock.time())
     return await _page(request, "overview.html", o=await overview_data(request),
@@ -119,18 +119,18 @@ async def login_submit(request: Req) -> Template | Redirect:
         cookie(request, LOGIN_COOKIE, "", 0)])
 
 
-@post("/logout", include_in_schema=False)
+@post("/logout", include_in_schema=False, guards=[poster])
 async def logout(request: Req) -> Redirect:
-    token, actor, _ = await checked_post(request, await _form(request))
+    token, actor, _ = checked_post(request, await _form(request))
     await console(request).store(request).close_session(token)
     await audit(request, actor, "logout", "-", True)
     return Redirect("/admin/login", status_code=303,
                     cookies=[cookie(request, SESSION_COOKIE, "", 0)])
 
 
-@post("/reload", include_in_schema=False)
+@post("/reload", include_in_schema=False, guards=[poster])
 async def reload_submit(request: Req) -> Redirect:
-    token, actor, session = await checked_post(request, await _form(request))
+    token, actor, session = checked_post(request, await _form(request))
     try:
         result = await changes.reload(request, actor)
     except AdminError as exc:
@@ -139,15 +139,15 @@ async def reload_submit(request: Req) -> Redirect:
     return await _flash(request, token, session, text, not result.ok, "/admin/")
 
 
-@get("/providers", include_in_schema=False)
-async def providers_page(request: Req) -> Template | Redirect:
+@get("/providers", include_in_schema=False, guards=[page])
+async def providers_page(request: Req) -> Template:
     r = console(request).resources(request)
     return await _page(request, "providers.html", providers=await queries.providers(r),
                        score_window_d=r.settings.gateway.score_window_d)
 
 
-@get("/orders", include_in_schema=False)
-async def orders_page(request: Req) -> Template | Redirect:
+@get("/orders", include_in_schema=False, guards=[page])
+async def orders_page(request: Req) -> Template:
     q, filters, limit = search_args(request)
     searched = bool(q or any(filters.values()))
     result = await queries.search(console(request).resources(request), q, filters, limit)
@@ -155,18 +155,18 @@ async def orders_page(request: Req) -> Template | Redirect:
                        searched=searched)
 
 
-@get("/orders/{order_id:int}", include_in_schema=False)
-async def order_page(request: Req, order_id: FromPath[int]) -> Template | Redirect:
+@get("/orders/{order_id:int}", include_in_schema=False, guards=[page])
+async def order_page(request: Req, order_id: FromPath[int]) -> Template:
     found = await queries.order(console(request).resources(request), order_id)
     if found is None:
         raise AdminHTTPError(404, f"No order {order_id}")
     return await _page(request, "order.html", o=found)
 
 
-@post("/orders/{order_id:int}/resolve", include_in_schema=False)
+@post("/orders/{order_id:int}/resolve", include_in_schema=False, guards=[poster])
 async def resolve_submit(request: Req, order_id: FromPath[int]) -> Redirect:
     form = await _form(request)
-    token, actor, session = await checked_post(request, form)
+    token, actor, session = checked_post(request, form)
     placed = form.get("upstream_id", "") if form.get("outcome") == "placed" else None
     try:
         text = await changes.resolve(request, actor, order_id, placed)
@@ -175,8 +175,8 @@ async def resolve_submit(request: Req, order_id: FromPath[int]) -> Redirect:
     return await _flash(request, token, session, text, False, f"/admin/orders/{order_id}")
 
 
-@get("/catalog", include_in_schema=False)
-async def catalog_page(request: Req) -> Template | Redirect:
+@get("/catalog", include_in_schema=False, guards=[page])
+async def catalog_page(request: Req) -> Template:
     r = console(request).resources(request)
     services = [service_json(s) for s in await service_rows(r)]
     p = request.query_params
@@ -192,9 +192,9 @@ async def catalog_page(request: Req) -> Template | Redirect:
                        route=explained, route_error=error)
 
 
-@post("/catalog/{service_id:int}/confirm", include_in_schema=False)
+@post("/catalog/{service_id:int}/confirm", include_in_schema=False, guards=[poster])
 async def confirm_submit(request: Req, service_id: FromPath[int]) -> Redirect:
-    token, actor, session = await checked_post(request, await _form(request))
+    token, actor, session = checked_post(request, await _form(request))
     try:
         text = await changes.confirm(request, actor, service_id)
     except AdminError as exc:
@@ -202,28 +202,29 @@ async def confirm_submit(request: Req, service_id: FromPath[int]) -> Redirect:
     return await _flash(request, token, session, text, False, "/admin/catalog")
 
 
-@get("/clients", include_in_schema=False)
-async def clients_page(request: Req) -> Template | Redirect:
+@get("/clients", include_in_schema=False, guards=[page])
+async def clients_page(request: Req) -> Template:
     r = console(request).resources(request)
     return await _page(request, "clients.html", clients=await queries.clients(r))
 
 
-@get("/clients/{name:str}", include_in_schema=False)
-async def client_page(request: Req, name: FromPath[str]) -> Template | Redirect:
+@get("/clients/{name:str}", include_in_schema=False, guards=[page])
+async def client_page(request: Req, name: FromPath[str]) -> Template:
+    name = from_path(name)
     found = await queries.client(console(request).resources(request), name)
     if found is None:
         raise AdminHTTPError(404, f"No client named {name!r}")
     return await _page(request, "client.html", c=found)
 
 
-async def _show_key(request: Req, name: str, key: str, what: str) -> Template | Redirect:
+async def _show_key(request: Req, name: str, key: str, what: str) -> Template:
     return await _page(request, "key.html", name=name, key=key, what=what)
 
 
-@post("/clients", include_in_schema=False)
+@post("/clients", include_in_schema=False, guards=[poster])
 async def create_submit(request: Req) -> Template | Redirect:
     form = await _form(request)
-    token, actor, session = await checked_post(request, form)
+    token, actor, session = checked_post(request, form)
     try:
         new = changes.new_client(form)
         key = await changes.create(request, actor, new)
@@ -232,12 +233,13 @@ async def create_submit(request: Req) -> Template | Redirect:
     return await _show_key(request, new.name, key, "created")
 
 
-@post("/clients/{name:str}/{change:str}", include_in_schema=False)
+@post("/clients/{name:str}/{change:str}", include_in_schema=False, guards=[poster])
 async def client_submit(request: Req, name: FromPath[str],
                         change: FromPath[str]) -> Template | Redirect:
+    name = from_path(name)
     form = await _form(request)
-    token, actor, session = await checked_post(request, form)
-    back = f"/admin/clients/{name}"
+    token, actor, session = checked_post(request, form)
+    back = f"/admin/clients/{in_path(name)}"
     try:
         if change == "rotate":
             return await _show_key(request, name, await changes.rotate(request, actor, name),

@@ -1,5 +1,9 @@
 """The operator dashboard's own state: sessions, the audit list, failed logins.
 
+Failed logins and admin bearer keys are counted per address under keys of their own
+(`keys.admin_failures`), apart from the API's (`gateway.state.limits`): an address
+locked out of one is not locked out of the other.
+
 A session is a random token in an HttpOnly cookie; Redis keeps only its SHA-256,
 with the session's CSRF token, for SESSION_TTL_S. The audit list keeps the
 latest AUDIT_MAX dashboard actions (JSON), newest first.
@@ -13,11 +17,12 @@ from typing import Any, cast
 import msgspec
 
 from gateway.digest import sha256_hex
-from gateway.state import keys
+from gateway.state import keys, scripts
 from gateway.state.connect import AnyRedis, maps_redis_errors
 
 SESSION_TTL_S = 12 * 3600
 AUDIT_MAX = 1000
+MAX_FAILURES = 10  # wrong keys per address per window, then even a right key is refused
 FAILURE_WINDOW_S = 300
 
 
@@ -37,6 +42,7 @@ _json = msgspec.json.Encoder(enc_hook=str)
 class AdminStore:
     def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
+        self._attempt = redis.register_script(scripts.ADMIN_ATTEMPT)
 
     async def open_session(self, now: float) -> tuple[str, Session]:
         """A new session: its cookie token (never stored) and its record."""
@@ -68,13 +74,11 @@ class AdminStore:
         raw = await self._redis.lrange(keys.ADMIN_AUDIT, 0, count - 1)
         return [msgspec.json.decode(item) for item in raw]
 
-    async def failures(self, address: str) -> int:
-        """Failed logins from `address` in the current window."""
-        return int(await self._redis.get(keys.admin_failures(address)) or 0)
-
-    async def failed(self, address: str) -> int:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.set(keys.admin_failures(address), 0, ex=FAILURE_WINDOW_S, nx=True)  # the window
-        pipe.incr(keys.admin_failures(address))
-        _, count = await pipe.execute()
-        return int(count)
+    async def attempt(self, address: str, wrong: bool) -> int:
+        """One operator authentication from `address`, its key already compared, in
+        one step (script ADMIN_ATTEMPT): 0 when its verdict may be answered (a wrong
+        key is counted); else refused, for the window's ms left. However many race,
+        at most MAX_FAILURES per window are answered as wrong."""
+        return int(await self._attempt(keys=[keys.admin_failures(address)],
+                                       args=[FAILURE_WINDOW_S, MAX_FAILURES,
+                                             "1" if wrong else "0"]))

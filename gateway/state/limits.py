@@ -10,31 +10,31 @@ from gateway.state.connect import AnyRedis, maps_redis_errors
 
 AUTH_FAILURES = 20  # per client address per window, then every request is refused
 AUTH_WINDOW_S = 60
-_KNOWN_MAX = 4096  # addresses remembered per process (blocked, or seen not blocked)
-CLEAR_S = 1.0  # how long "not blocked" is believed here: a block set elsewhere applies
-# on this replica within that time, and the common request pays no Redis round trip
+_KNOWN_MAX = 4096  # blocked addresses remembered per process
 
 
 @maps_redis_errors
 class RateLimiter:
     """Per-client token buckets, and the failed-authentication block per address.
 
-    The block is a Redis key with a TTL (`keys.auth_block`), set by whichever
-    replica counts the failure over the limit and checked by every replica on
-    every request. A replica remembers a block it has seen until the key's own
-    expiry (a block is never lifted early, so that memory stays right). That an
-    address is *not* blocked is believed for CLEAR_S only, so a block another
-    replica sets applies here within CLEAR_S; a block this replica sets applies
-    at once.
+    An authentication is decided in one step in Redis (`attempt`, script
+    AUTH_ATTEMPT): refused while the address is blocked, whatever the key; a wrong
+    key counted, and the one past AUTH_FAILURES blocks the address for
+    AUTH_WINDOW_S (`keys.auth_block`) and is refused too. However many attempts run
+    at once, on however many replicas, at most AUTH_FAILURES wrong keys per window
+    are answered as wrong, and none is answered once the block is set.
+
+    A replica remembers a block it has seen until the key's own expiry (a block is
+    never lifted early, so that memory stays right): `refuse_known` refuses such an
+    address with no round trip, before its request is read or its key looked up.
     """
 
     def __init__(self, redis: AnyRedis, clock: Clock = SYSTEM) -> None:
         self._redis = redis
         self._clock = clock
         self._bucket = redis.register_script(scripts.TOKEN_BUCKET)
-        self._failed = redis.register_script(scripts.AUTH_FAILED)
+        self._attempt = redis.register_script(scripts.AUTH_ATTEMPT)
         self._blocked: dict[str, float] = {}  # address -> monotonic end of its block
-        self._clear: dict[str, float] = {}  # address -> monotonic end of "not blocked"
 
     async def check(self, client: str, rate: float, burst: int | None) -> None:
         size = burst if burst is not None else max(1, int(rate))
@@ -43,43 +43,63 @@ class RateLimiter:
         if not allowed:
             raise TooManyRequests()
 
-    async def refuse_blocked(self, address: str) -> None:
-        """Refuse a client address that failed authentication too often (on any replica)."""
+    def refuse_known(self, address: str) -> None:
+        """Refuse an address this replica knows to be blocked (no round trip)."""
         until = self._blocked.get(address)
-        if until is not None:
-            if until > self._clock.monotonic():
-                raise TooManyRequests()
-            del self._blocked[address]
-        if self._clear.get(address, 0.0) > self._clock.monotonic():
+        if until is None:
             return
+        if until > self._clock.monotonic():
+            raise TooManyRequests()
+        del self._blocked[address]
+
+    async def attempt(self, address: str, right: bool) -> None:
+        """One authentication from `address`, its key already compared (`right`):
+        returns when the key's verdict may be answered, raises TooManyRequests when
+        the address is (or this wrong key makes it) blocked."""
         try:
-            ttl_ms = await self._block_ttl(address)
+            left_ms = await self._decide(address, right)
+        except StoreUnavailable:
+            if not right:
+                raise  # a wrong key that cannot be counted is not answered
+            # Redis is down: no block can be read, and none can be set either (nothing
+            # is counted), so a right key (looked up from memory) is answered
+            return
+        if left_ms == 0:
+            return
+        if left_ms > 0:  # -1: a block without expiry (set by hand): refused, not remembered
+            self._remember(address, left_ms / 1000)
+        raise TooManyRequests()
+
+    async def _decide(self, address: str, right: bool) -> int:
+        return int(await self._attempt(
+            keys=[keys.auth_count(address), keys.auth_block(address)],
+            args=[AUTH_WINDOW_S, AUTH_FAILURES, "0" if right else "1"]))
+
+    async def refuse_blocked(self, address: str) -> None:
+        """Refuse a blocked address before its key is known: one this replica
+        remembers (no round trip), else one Redis has blocked (a block another replica
+        set applies at once). A right key is refused here only if the block was set
+        before this check; `authenticate` decides it after the lookup instead."""
+        self.refuse_known(address)
+        try:
+            left_ms = await self._block_left(address)
         except StoreUnavailable:
             # Redis is down: nothing can be counted either, and an unknown key cannot be
             # looked up (that answers 503), so guessing learns nothing; a known key may
             # still be answered from memory
             return
-        if ttl_ms > 0 or ttl_ms == -1:  # -1: no expiry (set by hand): blocked, not cached
-            if ttl_ms > 0:
-                self._remember(address, ttl_ms / 1000)
+        if left_ms > 0 or left_ms == -1:  # -1: no expiry (set by hand): blocked, not kept
+            if left_ms > 0:
+                self._remember(address, left_ms / 1000)
             raise TooManyRequests()
-        self._clear[address] = self._clock.monotonic() + CLEAR_S
-        if len(self._clear) > _KNOWN_MAX:
-            self._clear.clear()
 
-    async def _block_ttl(self, address: str) -> int:
+    async def _block_left(self, address: str) -> int:
         """Milliseconds left of the address's block; -2 when there is none."""
         return int(await self._redis.pttl(keys.auth_block(address)))
 
     async def failed_auth(self, address: str) -> None:
-        """Count a failed authentication; past the limit, block the address everywhere
-        for AUTH_WINDOW_S and raise TooManyRequests."""
-        count = await self._failed(keys=[keys.auth_count(address), keys.auth_block(address)],
-                                   args=[AUTH_WINDOW_S, AUTH_FAILURES])
-        self._clear.pop(address, None)
-        if int(count) > AUTH_FAILURES:
-            self._remember(address, AUTH_WINDOW_S)
-            raise TooManyRequests()
+        """A wrong key from `address` (`attempt` with right=False)."""
+        await self.attempt(address, right=False)
 
     def _remember(self, address: str, seconds: float) -> None:
         if len(self._blocked) >= _KNOWN_MAX:

@@ -10,7 +10,7 @@ from gateway.clock import ManualClock
 from gateway.errors import TooManyRequests
 from gateway.state import keys
 from gateway.state.connect import connect
-from gateway.state.limits import AUTH_FAILURES, AUTH_WINDOW_S, CLEAR_S, RateLimiter
+from gateway.state.limits import AUTH_FAILURES, AUTH_WINDOW_S, RateLimiter
 from inprocess import ALICE, App, State
 from peer_client import post_from
 
@@ -90,15 +90,16 @@ async def test_a_block_ends_with_its_key(anyio_backend: str, redis_url: str) -> 
         clock.advance(AUTH_WINDOW_S + 1)
         await a.refuse_blocked("192.0.2.1")
         await b.refuse_blocked("192.0.2.1")
-        # a replica believes "not blocked" for CLEAR_S only: a block another replica
-        # sets applies there within that time
+        # "not blocked" is never believed: a block another replica sets applies here
+        # at once, with no time passing
         c = RateLimiter(three, clock)
         await c.refuse_blocked("192.0.2.9")
+        await c.attempt("192.0.2.9", right=True)
         await one.set(keys.auth_block("192.0.2.9"), "1", ex=AUTH_WINDOW_S)
-        await c.refuse_blocked("192.0.2.9")  # still believed clear: no round trip
-        clock.advance(CLEAR_S)
         with pytest.raises(TooManyRequests):
-            await c.refuse_blocked("192.0.2.9")
+            await c.attempt("192.0.2.9", right=True)
+        with pytest.raises(TooManyRequests):
+            c.refuse_known("192.0.2.9")  # remembered now: refused with no round trip
     finally:
         await one.aclose()
         await two.aclose()
