@@ -13,11 +13,16 @@
   and from Redis at most once per SLOW_READ_S (breaker states, unknown orders).
 
 Only `/api/v2` is proxied by `deploy/nginx.conf`'s public server (and the two
-probes); `/livez` and `/metrics` are for whoever reaches the gateway's own port.
+probes); `/livez` is for whoever reaches the gateway's own port. `/metrics` names
+providers and money, so it answers only a client on loopback or one of
+`gateway.trusted_proxies` (the real client: a request such a proxy forwards for
+someone else is that someone's), or any client with `Authorization: Bearer
+<gateway.metrics_key>`; others get 401 (no or a wrong key, when one is set) or 403.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,9 +33,10 @@ from litestar import Litestar, Request, Response, get
 
 from gateway import metrics
 from gateway.edge.answers import JSON
+from gateway.edge.peers import client_address, is_trusted, parse_address
 from gateway.errors import StoreUnavailable
 from gateway.state.connect import ping
-from gateway.wire import ENCODER
+from gateway.wire import ENCODER, ErrorAnswer
 from gateway.wiring import Resources
 
 SLOW_READ_S = 5.0  # breaker states and the unknown-order count: read from Redis at most this often
@@ -106,10 +112,37 @@ class SlowReads:
             pass
 
 
+def _scraper_refused(request: Request[Any, Any, Any], r: Resources) -> Response[bytes] | None:
+    """None when this client may read the metrics, else the answer it gets."""
+    auth = request.headers.get("authorization", "")
+    key = r.settings.gateway.metrics_key
+    if auth[:7].lower() == "bearer ":
+        if key and hmac.compare_digest(auth[7:].strip().encode(), key.encode()):
+            return None
+        return _refused(401, "Invalid metrics key")
+    address = parse_address(client_address(request))
+    if address is not None and (address.is_loopback or
+                                is_trusted(address, request.app.state.trusted_networks)):
+        return None
+    if key:
+        return _refused(401, "Authorization: Bearer <gateway.metrics_key> is required")
+    return _refused(403, "/metrics answers loopback and gateway.trusted_proxies only "
+                         "(or set gateway.metrics_key)")
+
+
+def _refused(status: int, message: str) -> Response[bytes]:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return Response(ENCODER.encode(ErrorAnswer(message)), status_code=status,
+                    media_type=JSON, headers=headers)
+
+
 @get("/metrics", include_in_schema=False)
 async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = request.app.state
     r: Resources = state.resources
+    refused = _scraper_refused(request, r)
+    if refused is not None:
+        return refused
     slow: SlowReads | None = getattr(state, "slow_reads", None)
     if slow is None:
         slow = state.slow_reads = SlowReads()

@@ -32,6 +32,7 @@ from gateway.edge.app import create_app
 from gateway.models import OrderRecord
 from gateway.ops.logs import JsonFormatter
 from inprocess import ALICE, BOB, App, make_settings, serve, upstream_key
+from peer_client import send_from
 from upstream import FakeProvider, HttpStatus, Reject, Unreachable, transport_for
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +54,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def scrape(app: App) -> tuple[str, Samples]:
-    response = await app.http.get("/metrics")
+    response, = send_from(app, "127.0.0.1", httpx.Request("GET", "http://gateway/metrics"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return response.text, parse(response.text)
