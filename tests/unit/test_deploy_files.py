@@ -806,3 +806,27 @@ def test_deploy_readme_describes_every_file() -> None:
              if p.is_file() and p.name != "README.md"]
     missing = [f for f in files if f"`{f}`" not in readme and f"`{Path(f).name}`" not in readme]
     assert missing == []
+
+
+def test_prometheus_sends_the_metrics_key_from_a_secret() -> None:
+    """/metrics answers only loopback, trusted proxies and a bearer key: the scrape
+    job sends the key from a file, which compose mounts from a secret; on Kubernetes
+    the gateway's config takes it from the Secret."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "smm-gateway")
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer" and "credentials" not in auth
+    doc = compose()
+    prometheus = next(s for s in doc["services"].values()
+                      if s["image"].startswith("prom/prometheus:"))
+    mounted = {s["target"]: s for s in prometheus["secrets"]}
+    secret = mounted[auth["credentials_file"]]
+    assert doc["secrets"][secret["source"]]["environment"] == "SMM_METRICS_KEY"
+    for name, service in gateway_services(doc).items():
+        assert "SMM_METRICS_KEY" in service["environment"], name
+    objects = k8s_objects()
+    env = dict(only("Secret", objects)["stringData"])
+    settings, problems = check_text(only("ConfigMap", objects)["data"]["providers.yaml"],
+                                    "configmap.yaml", env)
+    assert settings is not None, problems
+    assert settings.gateway.metrics_key == env["SMM_METRICS_KEY"]
