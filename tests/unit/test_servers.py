@@ -1,12 +1,18 @@
 """The ASGI server as a setting: `gateway.server` and `serve --server`, what each
 server is given (`gateway.ops.servers`), and the granian app wrapper that cancels the
-requests a shutdown has waited long enough for; how many workers (`--workers auto`)."""
+requests a shutdown has waited long enough for; how many workers (`--workers auto`);
+the address taken before anything starts; the metrics dirs of serves sharing a data
+dir (`gateway.ops.workers.metrics_dir`)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
+import socket
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,7 @@ from granian.constants import HTTPModes, Interfaces
 from gateway.config import parse_settings
 from gateway.config_changes import diff
 from gateway.errors import ConfigError
-from gateway.ops import cli, servers
+from gateway.ops import cli, servers, workers
 from gateway.ops.arguments import parser
 from gateway.ops.workers import usable_cpus
 from gateway.state.embedded import free_port
@@ -163,3 +169,61 @@ def test_granian_exits_3_when_the_app_does_not_start(monkeypatch: pytest.MonkeyP
                             lambda: None)
     assert exc.value.code == 3
     assert signal.getsignal(signal.SIGTERM) is before  # put back
+
+
+def test_a_taken_port_is_named_with_the_option_to_change() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(servers.CannotListen) as exc:
+            servers.listen("127.0.0.1", port, wait_s=0)
+    message = str(exc.value)
+    assert f"127.0.0.1:{port}" in message and "--port" in message
+    assert "\n" not in message
+
+
+def test_a_port_freed_while_waiting_is_taken() -> None:
+    """The workers of a serve killed a moment ago hold its port for a moment."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    threading.Timer(0.3, taken.close).start()
+    with servers.listen("127.0.0.1", port, wait_s=30) as sock:
+        assert sock.getsockname()[1] == port
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_metrics_dir_in_use_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dir named for a serve that is gone, whose lock a worker still holds (this test
+    holds it), is not taken from under that worker; once it is let go, it is removed."""
+    monkeypatch.delenv(workers.ENV_METRICS, raising=False)
+    used = tmp_path / "metrics" / str(dead_pid())
+    used.mkdir(parents=True)
+    (used / workers.LOCK).touch()
+    (used / "counter_1.db").touch()
+    holder = os.open(used / workers.LOCK, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_SH)
+    try:
+        with workers.metrics_dir(str(tmp_path), 2):
+            mine = Path(os.environ[workers.ENV_METRICS])
+            assert mine.name == str(os.getpid()) and (mine / workers.LOCK).exists()
+            assert (used / "counter_1.db").exists()
+        assert not mine.exists()  # removed at exit: nobody else held it
+        assert (used / "counter_1.db").exists()
+    finally:
+        os.close(holder)
+    with workers.metrics_dir(str(tmp_path), 2):
+        assert not used.exists()  # let go: removed at the next start
+    stale = tmp_path / "metrics" / str(dead_pid())  # a dir without a lock: by its pid
+    stale.mkdir()
+    alive = tmp_path / "metrics" / str(os.getppid())
+    alive.mkdir()
+    with workers.metrics_dir(str(tmp_path), 2):
+        assert not stale.exists() and alive.exists()
