@@ -47,11 +47,11 @@ from litestar.types import (
 from gateway import metrics
 from gateway.actions.common import NOT_CONFIRMED, UNAVAILABLE
 from gateway.edge.answers import reply
-from gateway.edge.auth import fingerprint, presented_key
+from gateway.edge.auth import authenticate, presented_key
 from gateway.edge.fields import body_pairs, collect, query_fields, read_body
 from gateway.edge.peers import scope_address
 from gateway.edge.reload import Generation
-from gateway.errors import AuthError, ClientError, NotFound, NotReady, StoreUnavailable
+from gateway.errors import ClientError, NotFound, NotReady, StoreUnavailable
 from gateway.wire import ENCODER, Encoded, ErrorAnswer
 
 log = logging.getLogger("gateway.edge")
@@ -129,7 +129,7 @@ async def _serve(scope: Scope, receive: Receive, generation: Generation, call: C
     answer_headers: Headers = []
     if method == "POST":
         address = scope_address(scope, state.trusted_networks)
-        await r.limiter.refuse_blocked(address)
+        r.limiter.refuse_known(address)
         fields = query_fields(scope["query_string"])
         body = await read_body(receive, headers.get("content-length"))
         fields.update(collect(await body_pairs(headers.get("content-type", ""), body)))
@@ -138,7 +138,7 @@ async def _serve(scope: Scope, receive: Receive, generation: Generation, call: C
         if not fields.get("action", "").strip():
             raise NotFound()  # a browser opening the URL
         address = scope_address(scope, state.trusted_networks)
-        await r.limiter.refuse_blocked(address)
+        r.limiter.refuse_known(address)
         answer_headers.append(_PRIVATE)  # no shared cache may keep the answer
     elif method == "OPTIONS":
         return 204, b"", list(_OPTIONS)
@@ -148,13 +148,7 @@ async def _serve(scope: Scope, receive: Receive, generation: Generation, call: C
     action = fields.get("action", "").strip()
     call.action = _action_label(action, table)
     call.ids = _ids_count(fields)
-    key = presented_key(fields, headers)
-    client = await r.directory.identify(key)
-    if client is None:
-        log.info("authentication failed", extra={
-            "address": address, "key": fingerprint(key) if key else None})
-        await r.limiter.failed_auth(address)
-        raise AuthError()
+    client = await authenticate(r.limiter, r.directory, address, presented_key(fields, headers))
     call.error_status = client.error_status  # its errors, its way from here on
     call.client = client.name
     if client.rate_limit:
