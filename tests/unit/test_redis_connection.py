@@ -166,6 +166,37 @@ async def test_a_redis_restart_while_idle_is_over_at_the_first_request(
         await orders.redis.aclose()
 
 
+class _RaisesWhenClosed(UnixConnection):
+    """The project's connection over a unix socket, whose `can_read` raises when the
+    server closed it (as redis-py's parsers before 8.0 did, and the issue's trace
+    shows): the pool must drop such a connection, not hand it out again."""
+
+    async def can_read(self) -> bool:
+        reader = self._reader
+        if reader is not None and reader.at_eof():
+            raise ConnectionError("Connection closed by server.")
+        return bool(await super().can_read())
+
+
+async def test_a_connection_that_raises_when_closed_is_dropped_not_handed_out(
+        server: Server) -> None:
+    """Main of dc7389a released such a connection back to the pool and took the same
+    one for the next command: every request answered 503 for as long as measured."""
+    orders = Orders(connect(server.url, pool_size=4))
+    try:
+        orders.redis.connection_pool.connection_class = _RaisesWhenClosed
+        await fill_pool(orders.redis)
+        first = await orders.next_order_id()
+        server.stop()
+        await asyncio.sleep(0.1)  # idle: the loop sees every pooled connection closed
+        server.restart()
+        for _ in range(20):  # each an INCRBY: never sent twice, so never repeated
+            orders.ids.moved()  # (a new block each time)
+            assert await orders.next_order_id() > first
+    finally:
+        await orders.redis.aclose()
+
+
 async def test_a_redis_restart_while_busy_is_over_once_it_answers(
         server: Server, make_client: Any) -> None:
     redis = make_client(server.url)
