@@ -76,6 +76,13 @@ chaos: $(TEST_STAMP)  ## the chaos suite (replicas, Redis and provider faults): 
 docs: $(TEST_STAMP)  ## the docs site (mkdocs.yml, docs/) into site/, strictly: a broken link fails
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
+# Mutation testing of the modules that move money and orders (mutants/config.toml):
+# slow, so not part of `make test`; run it before a change to those modules lands.
+# Writes mutants/report.md; exit 1 if a survivor is neither killed nor explained.
+.PHONY: mutants
+mutants: $(TEST_STAMP)  ## mutation testing of the money and order paths: mutants/report.md
+	$(PY) mutants/mutate.py --jobs 2
+
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check gateway tests chaos
 	$(VENV)/bin/mypy gateway chaos
