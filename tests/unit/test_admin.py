@@ -132,7 +132,10 @@ async def test_confirm_a_held_rate(app: App) -> None:
     catalog = (await api(app, "GET", "/catalog")).json()
     one = next(s for s in catalog["services"] if s["id"] == 1)
     assert one["held"] == {"advertised": "0.75000", "computed": "7.50000"}
-    assert one["pick"] is None or one["candidates"][0]["provider"] == "prov-a"
+    # held: nothing is picked at the advertised rate until the new one is confirmed
+    assert one["pick"] is None
+    assert [c["provider"] for c in one["candidates"]] == ["prov-a", "prov-b"]
+    assert not any(c["picked"] for c in one["candidates"])
     r = await api(app, "POST", "/catalog/1/confirm")
     assert "will be advertised" in r.json()["message"]
     one = next(s for s in (await api(app, "GET", "/catalog")).json()["services"]

@@ -5,6 +5,8 @@ in flight, never without a burst, and a failing hook does not stop it."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import platform
 
 import pytest
 
@@ -68,8 +70,14 @@ def test_reclaim_runs_every_hook_even_after_one_fails() -> None:
 
 
 def test_malloc_trim_is_glibcs_here() -> None:
+    """On glibc (this project's images and CI) the hook is glibc's malloc_trim, not
+    the no-op kept for C libraries without one."""
+    assert platform.libc_ver()[0] == "glibc", "these tests run on a glibc system"
     trim = malloc_trim()
-    trim()  # glibc's malloc_trim(0): returns, changes nothing a caller sees
+    held = [c.cell_contents for c in trim.__closure__ or ()]
+    assert [getattr(f, "__name__", "") for f in held] == ["malloc_trim"]
+    assert held[0].argtypes == [ctypes.c_size_t] and held[0].restype is ctypes.c_int
+    assert trim() is None  # malloc_trim(0): returns, changes nothing a caller sees
 
 
 @pytest.mark.anyio
