@@ -12,7 +12,7 @@ from litestar import Request
 
 from gateway.admin import operations as ops
 from gateway.admin.guard import audit, console
-from gateway.config_changes import ReloadResult
+from gateway.config import ReloadResult
 from gateway.money import wire
 
 T = TypeVar("T")

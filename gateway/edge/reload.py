@@ -42,8 +42,7 @@ from typing import Any
 from litestar.datastructures import State
 
 from gateway.actions import Actions
-from gateway.config import Settings, check_file
-from gateway.config_changes import Changes, ReloadResult, diff
+from gateway.config import Changes, ReloadResult, Settings, check_file, diff
 from gateway.edge.peers import parse_networks
 from gateway.edge.timeouts import ReadTimeouts
 from gateway.errors import ConfigError, StoreUnavailable

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 from granian.constants import HTTPModes, Interfaces
 
-from gateway.config import parse_settings
-from gateway.config_changes import diff
+from gateway.config import diff, parse_settings
 from gateway.errors import ConfigError
 from gateway.ops import cli, servers, workers
 from gateway.ops.arguments import parser

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.config import Settings
+from gateway.config.schema import Settings
 
 # read once when the app (or the server) is built: a reload keeps the running value
 # (see docs/operations.md, "Changing the config without a restart")

@@ -2,7 +2,7 @@
 reported, unknown keys with the nearest known one), then the rules across fields
 (ranges, references between clients, services and providers).
 
-`gateway.config.check_text` calls this with a `report(path, message)` that turns
+`gateway.config.load.check_text` calls this with a `report(path, message)` that turns
 a path in the file into `file:line: message`.
 """
 
@@ -12,13 +12,17 @@ import difflib
 import ipaddress
 import re
 import typing
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
-from gateway.config import ClientSettings, ConfigPath, Report, Settings
+from gateway.config.schema import ClientSettings, Settings
+
+ConfigPath = list[str | int]  # where a value is in the file: keys and list indexes
+Report = Callable[[ConfigPath, str], None]  # report(path, message)
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
