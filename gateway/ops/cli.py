@@ -17,18 +17,15 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gateway.config import Settings, check_file, load_settings
+from gateway.config import Settings, check_file
+from gateway.ops.factory import DEFAULT_DATA, ENV_CONFIG, ENV_DATA, ENV_REDIS
 
 if TYPE_CHECKING:
     from gateway.state.connect import AnyRedis
 
-ENV_CONFIG = "SMM_GATEWAY_CONFIG"
-ENV_DATA = "SMM_GATEWAY_DATA"
-ENV_REDIS = "REDIS_URL"
 DEFAULT_CONFIG = "providers.yaml"
-DEFAULT_DATA = "./data"
 DEMO_DATA = "./data/demo"
 # what an embedded Redis leaves in its directory once it has run there
 _REDIS_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
@@ -44,20 +41,6 @@ def default_config() -> str:
 
 def default_data() -> str:
     return os.environ.get(ENV_DATA) or DEFAULT_DATA
-
-
-def app_factory() -> Any:
-    """The app, built in the process that serves it (uvicorn's factory, granian's
-    target: `gateway.ops.servers`): config path and Redis URL come from env."""
-    from gateway.edge.app import create_app
-    from gateway.ops import logs
-
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app listens (a config reload)
-    path = Path(os.environ[ENV_CONFIG])
-    settings = load_settings(path)
-    logs.setup(settings.gateway.log_level)
-    return create_app(settings, os.environ[ENV_REDIS], config_path=path,
-                      data_dir=Path(os.environ.get(ENV_DATA) or DEFAULT_DATA), serving=True)
 
 
 @contextmanager

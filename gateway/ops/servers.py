@@ -1,7 +1,7 @@
 """The ASGI server under `smm-gateway serve`: uvicorn (the default) or granian.
 
 `gateway.server` in the config chooses; `serve --server` wins over it. Both serve
-the app of `gateway.ops.cli.app_factory` over HTTP/1.1 on uvloop, with its lifespan,
+the app of `gateway.ops.factory.app_factory` over HTTP/1.1 on uvloop, with its lifespan,
 without their own access log (the gateway's is the `gateway.access` logger), and
 answer SIGHUP with a live config reload (`gateway.edge.reload`), SIGTERM and
 SIGINT with a graceful shutdown: no new connection is taken, requests in flight get
@@ -64,7 +64,7 @@ from gateway.edge.reload import ENV_SUPERVISOR
 
 log = logging.getLogger("gateway.server")
 
-APP = "gateway.ops.cli:app_factory"
+APP = "gateway.ops.factory:app_factory"
 GRACE_S = 10.0  # SIGTERM: requests in flight get this long, then are cancelled
 KILL_S = 10.0  # granian workers: after the grace, this long to exit, then killed
 BACKLOG = 2048  # uvicorn's default
@@ -255,7 +255,7 @@ class Tracked:
 
     def build(self) -> Tracked:
         """granian's factory: the gateway's app, wrapped."""
-        from gateway.ops.cli import app_factory
+        from gateway.ops.factory import app_factory
 
         self.app = app_factory()
         return self

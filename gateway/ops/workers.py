@@ -118,7 +118,7 @@ def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 
 def worker_factory() -> Any:
     """The app of one `Supervisor` worker (uvicorn's factory, in the worker process)."""
-    from gateway.ops.cli import app_factory
+    from gateway.ops.factory import app_factory
 
     in_worker()
     return app_factory()
