@@ -20,6 +20,7 @@ import argparse
 import ast
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,17 +167,28 @@ class Slot:
 
 
 def _run_tests(slot: Slot, tests: list[str], timeout: float) -> str:
-    env = dict(os.environ, PYTHONPATH=str(slot.work), REDIS_URL=slot.redis_url,
-               PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, REDIS_URL=slot.redis_url, PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTEST_XDIST_WORKER", None)
     try:
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider",
              "-p", "no:randomly", *tests],
-            cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+            cwd=slot.work, env=env, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "timeout"
     return "survived" if run.returncode == 0 else "killed"
+
+
+def _progress(mutant: Mutant, outcome: str) -> str:
+    print(f"  {outcome:8} {mutant.key}", flush=True)
+    return outcome
+
+
+def _check_shadowing(work: Path) -> None:
+    where = subprocess.run([sys.executable, "-c", "import gateway; print(gateway.__file__)"],
+                           cwd=work, capture_output=True, text=True, check=True).stdout
+    if not Path(where.strip()).is_relative_to(work):
+        raise SystemExit(f"the tests would import gateway from {where.strip()}, not {work}")
 
 
 def run_mutant(slots: Queue[Slot], mutant: Mutant, tests: list[str], timeout: float) -> str:
@@ -194,6 +206,7 @@ def run_mutant(slots: Queue[Slot], mutant: Mutant, tests: list[str], timeout: fl
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # Redis servers stopped on kill
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=[])
@@ -225,6 +238,11 @@ def main() -> int:
             work = tmp / f"work{j}"
             shutil.copytree(SOURCE / "gateway", work / "gateway",
                             ignore=shutil.ignore_patterns("__pycache__"))
+            # pytest runs in the copy: its directory comes first on sys.path, ahead
+            # of the editable install of the working tree; the tests are the tree's
+            shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
+            (work / "tests").symlink_to(ROOT / "tests")
+            _check_shadowing(work)
             slots.put(Slot(work, url))
         results: dict[str, list[tuple[Mutant, str]]] = {}
         for module, cfg in modules.items():
@@ -241,11 +259,9 @@ def main() -> int:
             print(f"{module}: {len(found)} mutants, {len(tests)} test files", flush=True)
             with ThreadPoolExecutor(args.jobs) as pool:
                 outcomes = list(pool.map(
-                    lambda m, t=tests, s=timeout: run_mutant(slots, m, t, s), found))
+                    lambda m, t=tests, s=timeout: _progress(m, run_mutant(slots, m, t, s)),
+                    found))
             results[module] = list(zip(found, outcomes, strict=True))
-            for m, o in results[module]:
-                if o == "survived":
-                    print(f"  survived {m.key}", flush=True)
     finally:
         for server in servers:
             server.stop()

@@ -113,3 +113,32 @@ async def test_add_refused_everywhere_gives_a_prepaid_client_its_money_back(app:
     assert app.in_app(app.resources.ledger.balance, "bob") == Decimal("1.00000")
     assert [e.type for e in app.in_app(app.resources.ledger.history, "bob")] == [
         "topup", "charge", "release"]
+
+
+@pytest.mark.parametrize(("stall_s", "sent"), [(60.0, True), (60.5, False)])
+async def test_an_order_recorded_too_late_after_its_reservation_is_not_sent(
+        app: App, monkeypatch: pytest.MonkeyPatch, stall_s: float, sent: bool) -> None:
+    """The reconciler may release a reservation with no record once 120 s have passed
+    (PENDING_GRACE_S); a replica that stalls more than half of that between reserving
+    and writing the record fails the order instead of sending it: money and order
+    never disagree. At exactly half it still sends."""
+    app.in_app(app.resources.ledger.credit, "bob", Decimal("1"), "topup")
+    ledger, orders = app.resources.ledger, app.resources.orders
+    create_order = orders.create_order
+
+    async def stalled_create(order_id: int, record: OrderRecord) -> bool:
+        app.clock.advance(stall_s)  # the replica stalls after the reservation
+        return await create_order(order_id, record)
+
+    monkeypatch.setattr(orders, "create_order", stalled_create)
+    response = await app.post(BOB, action="add", service=1, link="https://t.co/x", quantity=100)
+    if sent:
+        assert response.json() == {"order": 1000}
+        assert app.providers["prov-a"].calls["add"] == 1
+        assert app.in_app(ledger.balance, "bob") == Decimal("0.92500")
+        return
+    assert response.json() == {
+        "error": "Service is temporarily unavailable, try again later"}
+    assert sum(p.calls["add"] for p in app.providers.values()) == 0
+    assert app.in_app(ledger.balance, "bob") == Decimal("1.00000")
+    assert [e.type for e in app.in_app(ledger.history, "bob")] == ["topup", "charge", "release"]
