@@ -104,3 +104,48 @@ async def test_a_block_ends_with_its_key(anyio_backend: str, redis_url: str) -> 
         await one.aclose()
         await two.aclose()
         await three.aclose()
+
+
+async def test_a_wrong_key_is_counted_for_one_window_only(
+        state: State, sync_redis: redis.Redis) -> None:
+    """The failure count expires with its window: twenty wrong keys spread over a day
+    never block an address."""
+    with pytest.raises(TooManyRequests):
+        for _ in range(AUTH_FAILURES + 1):
+            await state.r.limiter.attempt("203.0.113.20", right=False)
+    assert sync_redis.get(keys.auth_count("203.0.113.20")) == b"21"
+    assert 0 < sync_redis.ttl(keys.auth_count("203.0.113.20")) <= AUTH_WINDOW_S
+    await state.r.limiter.attempt("203.0.113.21", right=False)
+    assert sync_redis.get(keys.auth_count("203.0.113.21")) == b"1"
+    assert 0 < sync_redis.ttl(keys.auth_count("203.0.113.21")) <= AUTH_WINDOW_S
+
+
+async def test_a_block_without_expiry_refuses_every_key_and_is_not_remembered(
+        state: State, sync_redis: redis.Redis) -> None:
+    """A block set by hand with no expiry (PTTL -1) refuses a right key too, on both
+    paths; it is not kept in the replica's memory, so deleting the key lifts it."""
+    limiter = state.r.limiter
+    sync_redis.set(keys.auth_block("203.0.113.30"), "1")
+    with pytest.raises(TooManyRequests):
+        await limiter.refuse_blocked("203.0.113.30")
+    with pytest.raises(TooManyRequests):
+        await limiter.attempt("203.0.113.30", right=True)
+    assert sync_redis.get(keys.auth_count("203.0.113.30")) is None, "nothing counted"
+    sync_redis.delete(keys.auth_block("203.0.113.30"))
+    limiter.refuse_known("203.0.113.30")
+    await limiter.refuse_blocked("203.0.113.30")
+    await limiter.attempt("203.0.113.30", right=True)
+
+
+async def test_a_block_with_expiry_is_remembered_until_it_ends(
+        state: State, sync_redis: redis.Redis) -> None:
+    limiter = state.r.limiter
+    sync_redis.set(keys.auth_block("203.0.113.31"), "1", px=5000)
+    with pytest.raises(TooManyRequests):
+        await limiter.attempt("203.0.113.31", right=True)
+    sync_redis.delete(keys.auth_block("203.0.113.31"))
+    with pytest.raises(TooManyRequests):
+        limiter.refuse_known("203.0.113.31")  # remembered: no round trip
+    state.clock.advance(5.001)
+    limiter.refuse_known("203.0.113.31")  # its end passed: forgotten
+    await limiter.attempt("203.0.113.31", right=True)
