@@ -103,6 +103,7 @@ def test_units_read_back_as_five_decimal_amounts(units: int | str | bytes, amoun
     ("1.00000", "Partial", "-Infinity", 1000, "0"),
     ("1.00000", "Partial", "sNaN", 1000, "0"),
     ("1.00000", "Partial", None, 1000, "0"),
+    ("0.00500", "Partial", "1", 1, "0.00500"),  # an order of one, undelivered
     ("1.00000", "Partial", "0", 0, "0"),  # nothing was sent: no division by it
     ("1.00000", "Partial", "5", 0, "0"),
     ("1.00000", "Canceled", None, 1000, "1.00000"),
