@@ -50,6 +50,8 @@ SWAP_NAME = {
     "ROUND_FLOOR": "ROUND_CEILING", "min": "max", "max": "min",
 }
 
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
 
 @dataclass(frozen=True)
 class Mutant:
@@ -85,8 +87,12 @@ def _points(tree: ast.AST) -> Iterator[tuple[ast.AST, str, object]]:  # noqa: C9
                                                          ast.AsyncFunctionDef) and a.returns
                                else [])
                    for n in ast.walk(ann)}
+    # what a log line says is no behaviour: its message and `extra` are not mutated
+    logged = {id(n) for c in ast.walk(tree) if isinstance(c, ast.Call) and
+              isinstance(c.func, ast.Attribute) and c.func.attr in LOG_METHODS
+              for arg in [*c.args, *(k.value for k in c.keywords)] for n in ast.walk(arg)}
     for node in ast.walk(tree):
-        if id(node) in annotations:
+        if id(node) in annotations or id(node) in logged:
             continue
         if isinstance(node, ast.BinOp) and type(node.op) in SWAP_BINOP:
             new = SWAP_BINOP[type(node.op)]
@@ -262,6 +268,7 @@ def main() -> int:
                     lambda m, t=tests, s=timeout: _progress(m, run_mutant(slots, m, t, s)),
                     found))
             results[module] = list(zip(found, outcomes, strict=True))
+            write_report(Path(args.report), results, equivalent, modules)
     finally:
         for server in servers:
             server.stop()
