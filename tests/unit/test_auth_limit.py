@@ -8,7 +8,7 @@ import redis
 
 from gateway.clock import ManualClock
 from gateway.errors import TooManyRequests
-from gateway.state import keys
+from gateway.state import keys, limits
 from gateway.state.connect import connect
 from gateway.state.limits import AUTH_FAILURES, AUTH_WINDOW_S, RateLimiter
 from inprocess import ALICE, App, State
@@ -149,3 +149,69 @@ async def test_a_block_with_expiry_is_remembered_until_it_ends(
     state.clock.advance(5.001)
     limiter.refuse_known("203.0.113.31")  # its end passed: forgotten
     await limiter.attempt("203.0.113.31", right=True)
+
+
+async def block(limiter: RateLimiter, address: str) -> None:
+    """Twenty-one wrong keys: the last one sets the block (60 s, from the script)."""
+    for _ in range(20):
+        await limiter.attempt(address, right=False)
+    with pytest.raises(TooManyRequests):
+        await limiter.attempt(address, right=False)
+
+
+async def test_a_replica_remembers_a_block_for_exactly_the_window(
+        state: State, sync_redis: redis.Redis) -> None:
+    limiter = state.r.limiter
+    await block(limiter, "203.0.113.40")
+    assert 0 < sync_redis.ttl(keys.auth_block("203.0.113.40")) <= 60
+    sync_redis.delete(keys.auth_block("203.0.113.40"))  # only the memory refuses now
+    state.clock.advance(59.5)
+    with pytest.raises(TooManyRequests):
+        limiter.refuse_known("203.0.113.40")
+    state.clock.advance(0.5)  # 60 s: the block has ended
+    limiter.refuse_known("203.0.113.40")
+    await limiter.refuse_blocked("203.0.113.40")
+
+
+async def test_a_block_seen_before_the_key_is_remembered(
+        state: State, sync_redis: redis.Redis) -> None:
+    limiter = state.r.limiter
+    sync_redis.set(keys.auth_block("203.0.113.41"), "1", ex=60)
+    with pytest.raises(TooManyRequests):
+        await limiter.refuse_blocked("203.0.113.41")
+    sync_redis.delete(keys.auth_block("203.0.113.41"))
+    with pytest.raises(TooManyRequests):
+        limiter.refuse_known("203.0.113.41")
+
+
+async def test_remembered_blocks_are_bounded(
+        state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the bound, ended blocks are dropped first; if none has ended, all are."""
+    monkeypatch.setattr(limits, "_KNOWN_MAX", 2)
+    limiter = state.r.limiter
+    await block(limiter, "203.0.113.50")
+    state.clock.advance(61)  # .50's block has ended (in memory; Redis keeps its key)
+    await block(limiter, "203.0.113.51")
+    await block(limiter, "203.0.113.52")  # at the bound: .50 dropped, .51 kept
+    assert set(limiter._blocked) == {"203.0.113.51", "203.0.113.52"}
+    await block(limiter, "203.0.113.53")  # at the bound, none ended: all dropped
+    assert set(limiter._blocked) == {"203.0.113.53"}
+
+
+async def test_the_token_bucket_refuses_past_its_burst(state: State) -> None:
+    limiter = state.r.limiter
+    await limiter.check("carol", rate=1.0, burst=2)
+    await limiter.check("carol", rate=1.0, burst=2)
+    with pytest.raises(TooManyRequests):
+        await limiter.check("carol", rate=1.0, burst=2)
+    state.clock.advance(1)
+    await limiter.check("carol", rate=1.0, burst=2)
+    with pytest.raises(TooManyRequests):
+        await limiter.check("carol", rate=1.0, burst=2)
+
+
+async def test_without_a_burst_the_bucket_holds_one_second_of_rate(state: State) -> None:
+    for _ in range(3):
+        await state.r.limiter.check("dave", rate=3.0, burst=None)
+    with pytest.raises(TooManyRequests):
+        await state.r.limiter.check("dave", rate=3.0, burst=None)
