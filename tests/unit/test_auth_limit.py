@@ -3,11 +3,13 @@ key that every replica sees; a valid key from another address is never blocked."
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 
 from gateway.clock import ManualClock
-from gateway.errors import TooManyRequests
+from gateway.errors import StoreUnavailable, TooManyRequests
 from gateway.state import keys, limits
 from gateway.state.connect import connect
 from gateway.state.limits import AUTH_FAILURES, AUTH_WINDOW_S, RateLimiter
@@ -215,3 +217,21 @@ async def test_without_a_burst_the_bucket_holds_one_second_of_rate(state: State)
         await state.r.limiter.check("dave", rate=3.0, burst=None)
     with pytest.raises(TooManyRequests):
         await state.r.limiter.check("dave", rate=3.0, burst=None)
+
+
+@pytest.mark.anyio
+async def test_with_redis_down_a_wrong_key_is_not_answered_and_a_right_one_is() -> None:
+    """Nothing can be counted: a wrong key is refused with the store's error (never
+    answered as merely wrong), a right key (known from memory) is answered."""
+    with socket.socket() as probe:  # a port just freed: no Redis there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis_down = connect(f"redis://127.0.0.1:{port}/0")
+    limiter = RateLimiter(redis_down, ManualClock())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await limiter.attempt("203.0.113.60", right=False)
+        await limiter.attempt("203.0.113.60", right=True)
+        await limiter.refuse_blocked("203.0.113.60")
+    finally:
+        await redis_down.aclose()
