@@ -167,10 +167,10 @@ async def test_a_replica_remembers_a_block_for_exactly_the_window(
     await block(limiter, "203.0.113.40")
     assert 0 < sync_redis.ttl(keys.auth_block("203.0.113.40")) <= 60
     sync_redis.delete(keys.auth_block("203.0.113.40"))  # only the memory refuses now
-    state.clock.advance(59.5)
+    state.clock.advance(59.96875)  # (steps exact in binary: the clock lands on 60.0)
     with pytest.raises(TooManyRequests):
         limiter.refuse_known("203.0.113.40")
-    state.clock.advance(0.5)  # 60 s: the block has ended
+    state.clock.advance(0.03125)  # 60 s: the block has ended
     limiter.refuse_known("203.0.113.40")
     await limiter.refuse_blocked("203.0.113.40")
 
@@ -235,3 +235,9 @@ async def test_with_redis_down_a_wrong_key_is_not_answered_and_a_right_one_is() 
         await limiter.refuse_blocked("203.0.113.60")
     finally:
         await redis_down.aclose()
+
+
+async def test_a_rate_below_one_a_second_still_allows_one_call(state: State) -> None:
+    await state.r.limiter.check("ed", rate=0.5, burst=None)
+    with pytest.raises(TooManyRequests):
+        await state.r.limiter.check("ed", rate=0.5, burst=None)
