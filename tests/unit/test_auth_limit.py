@@ -206,7 +206,10 @@ async def test_the_token_bucket_refuses_past_its_burst(state: State) -> None:
     await limiter.check("carol", rate=1.0, burst=2)
     with pytest.raises(TooManyRequests):
         await limiter.check("carol", rate=1.0, burst=2)
-    state.clock.advance(1)
+    state.clock.advance(0.9995)  # 999 ms on the bucket's clock: 0.999 of a token
+    with pytest.raises(TooManyRequests):
+        await limiter.check("carol", rate=1.0, burst=2)
+    state.clock.advance(0.0005)  # 1,000 ms: one token
     await limiter.check("carol", rate=1.0, burst=2)
     with pytest.raises(TooManyRequests):
         await limiter.check("carol", rate=1.0, burst=2)
