@@ -216,12 +216,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--from-log", nargs="*", default=[], metavar="LOG",
+                        help="write the report from earlier runs' output, mutating nothing")
     parser.add_argument("--rev", default="HEAD", help="the commit whose gateway/ is mutated")
     parser.add_argument("--report", default=str(HERE / "report.md"))
     args = parser.parse_args()
     config = tomllib.loads((HERE / "config.toml").read_text())
     modules = {m: c for m, c in config["modules"].items() if not args.only or m in args.only}
     equivalent: dict[str, str] = config.get("equivalent", {})
+    if args.from_log:
+        return write_report(Path(args.report), from_logs(args.from_log, modules), equivalent,
+                            modules)
 
     global SOURCE
     tmp = Path(tempfile.mkdtemp(prefix="smm-mutants."))
@@ -274,6 +279,25 @@ def main() -> int:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return write_report(Path(args.report), results, equivalent, modules)
+
+
+def from_logs(logs: list[str], modules: dict[str, dict[str, list[str]]],
+              ) -> dict[str, list[tuple[Mutant, str]]]:
+    """Outcomes as a run prints them ("  killed   module:line: change"), per module;
+    a later log's module replaces an earlier one's."""
+    results: dict[str, list[tuple[Mutant, str]]] = {}
+    for log in logs:
+        seen: dict[str, list[tuple[Mutant, str]]] = {}
+        for line in Path(log).read_text().splitlines():
+            if not line.startswith("  "):
+                continue
+            outcome, key = line.split(maxsplit=1)
+            module, rest = key.split(":", 1)
+            number, what = rest.split(": ", 1)
+            rows = seen.setdefault(module, [])
+            rows.append((Mutant(module, len(rows), int(number), what), outcome))
+        results.update(seen)
+    return {m: results[m] for m in modules if m in results}
 
 
 def write_report(path: Path, results: dict[str, list[tuple[Mutant, str]]],
