@@ -4,6 +4,7 @@ settlement happens once, a lost reservation is charged once."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -41,6 +42,9 @@ async def test_movements_are_entries_with_their_balance(state: State) -> None:
         ("refund", "0.03000", "1.45500", "1000", "", T + 2.25),
     ]
     assert rows(await ledger.recent("erin", 2)) == history[:0:-1]
+    ids = [e.id for e in await ledger.history("erin")]
+    assert all(re.fullmatch(r"\d+-\d+", i) for i in ids) and len(set(ids)) == 3, ids
+    assert [e.id for e in await ledger.recent("erin", 3)] == ids[::-1]
     assert await ledger.check("erin") == (Decimal("1.45500"), Decimal("1.45500"))
 
 
