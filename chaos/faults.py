@@ -63,7 +63,7 @@ class Targets:
     pair: Replicated | Sentineled | None = None  # ours to fail over
     pause: Callable[[], Awaitable[None]] | None = None  # the load: hold the panels ...
     resume: Callable[[], None] | None = None  # ... and let them go
-    probe: Callable[[int], Awaitable[int]] | None = None  # n requests: how many failed
+    probe: Callable[[int], Awaitable[list[Any]]] | None = None  # n requests: those refused
 
 
 class Faults:
@@ -73,7 +73,7 @@ class Faults:
         self.t0 = t0
         self.log: list[dict[str, Any]] = []
         self.topped_up = Decimal(0)
-        self.refused_after_idle_restart = 0
+        self.refused_after_idle_restart: list[dict[str, Any]] = []  # what each got
 
     async def run(self) -> None:
         for cycle in range(self.plan.cycles):
@@ -199,8 +199,10 @@ class Faults:
             note = "SIGKILL redis-server while idle, restarted"
         refused = await self.t.probe(IDLE_PROBES)
         self.t.resume()
-        self.refused_after_idle_restart += refused
-        return f"{note}; {refused} of {IDLE_PROBES} requests after it refused"
+        self.refused_after_idle_restart += [
+            {"replica": a.replica, "status": a.status, "kind": a.kind, "answer": a.text}
+            for a in refused]
+        return f"{note}; {len(refused)} of {IDLE_PROBES} requests after it refused"
 
     async def _topup(self) -> str:
         amount = self.plan.credit

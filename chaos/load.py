@@ -127,13 +127,13 @@ class Load:
     def resume(self) -> None:
         self._running.set()
 
-    async def probe(self, count: int) -> int:
+    async def probe(self, count: int) -> list[Answer]:
         """`count` balance requests of the prepaid client, over every replica in turn
-        (each reads Redis); how many were not answered 200."""
+        (each reads Redis); those not answered 200."""
         data = {"key": KEYS[LEDGER_CLIENT], "action": "balance"}
         answers = [await self._post("balance (probe)", n % len(self.apis), data, {})
                    for n in range(count)]
-        return sum(1 for a in answers if a.status != 200)
+        return [a for a in answers if a.status != 200]
 
     async def _worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

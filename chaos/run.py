@@ -185,7 +185,10 @@ async def _drive(plan: Plan, url: str, sims: dict[str, Sim], targets: Targets,
     await load.aclose()
     findings = reconcile(load.orders, truth, statuses, topped_up + faults.topped_up,
                          LEDGER_CLIENT, reconciler_grace_s(), load.lost)
-    findings.counts["refused_after_idle_restart"] = faults.refused_after_idle_restart
+    refused = faults.refused_after_idle_restart
+    findings.counts["refused_after_idle_restart"] = len(refused)
+    if refused:
+        findings.examples["refused_after_idle_restart"] = refused[:8]
     findings.observations["keyed_orders_open_after_retries"] = still_open
     findings.observations["replicas_killed_at_the_final_restart"] = [
         r.name for r, ok in zip(targets.replicas, drained, strict=True) if not ok]
