@@ -118,6 +118,9 @@ def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 
 def worker_factory() -> Any:
     """The app of one `Supervisor` worker (uvicorn's factory, in the worker process)."""
+    # first: a reload relayed while this worker starts must not end it (the app
+    # listens for SIGHUP once it runs; `app_factory` keeps it ignored until then)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from gateway.ops.factory import app_factory
 
     in_worker()
